@@ -1,0 +1,349 @@
+/**
+ * THE table of ops. Each entry holds, in one place, the op's shape rule (checked while building, so shape bugs
+ * surface in TypeScript rather than inside onnxruntime), its emit rule (the ONNX node(s) it becomes) and its
+ * vector-Jacobian product (how an upstream gradient flows back to each operand). VJP rules are written with the same
+ * functions model code uses, so the backward pass is ordinary graph nodes.
+ *
+ * Ops without a `vjp` are forward-only. Those marked `zeroGrad` have derivative zero almost everywhere (sign); any other
+ * forward-only op refuses an operand that requires a gradient, rather than silently cutting the gradient.
+ */
+import type { Graph } from './graph.js';
+import { Value, broadcastShapes, normAxis, sameShape, type ElemType } from './value.js';
+
+export type Attrs = Record<string, number | number[] | boolean | undefined>;
+
+export interface OpDef {
+  shape(inputs: Value[], attrs: Attrs): { shape: number[]; dtype: ElemType };
+  emit(g: Graph, inputs: Value[], attrs: Attrs, out: string): void;
+  /** Gradients for each input given the output's upstream gradient `gy` (null: no gradient needed/defined). */
+  vjp?(gy: Value, inputs: Value[], out: Value, attrs: Attrs): (Value | null)[];
+  zeroGrad?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Shape helpers
+
+const floatOf = (x: Value, what: string): ElemType => {
+  if (x.dtype === 'int64') throw new Error(`${what}: expects a float operand, got ${x}`);
+  return x.dtype;
+};
+
+function binaryShape(what: string) {
+  return (ins: Value[]) => {
+    const [a, b] = ins as [Value, Value];
+    if (a.dtype !== b.dtype) throw new Error(`${what}: dtype mismatch ${a} vs ${b}`);
+    return { shape: broadcastShapes(a.shape, b.shape, what), dtype: a.dtype };
+  };
+}
+
+const unaryShape = (what: string) => (ins: Value[]) => ({ shape: [...ins[0]!.shape], dtype: floatOf(ins[0]!, what) });
+
+const axesAttr = (attrs: Attrs, rank: number, what: string): number[] =>
+  [...new Set((attrs.axes as number[]).map((a) => normAxis(a, rank, what)))].sort((x, y) => x - y);
+
+/** Sum a gradient of the broadcast shape `grad.shape` back down to an operand's `shape` (the VJP of broadcasting). */
+export function unbroadcast(grad: Value, shape: readonly number[]): Value {
+  if (sameShape(grad.shape, shape)) return grad;
+  const lead = grad.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < grad.rank; i++) {
+    if (i < lead || (shape[i - lead] === 1 && grad.shape[i] !== 1)) axes.push(i);
+  }
+  const summed = axes.length ? reduceSum(grad, axes, true) : grad;
+  return sameShape(summed.shape, shape) ? summed : reshape(summed, shape);
+}
+
+function simple(onnxOp: string) {
+  return (g: Graph, ins: Value[], _a: Attrs, out: string) => g.node(onnxOp, ins.map((x) => x.name), [out]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The table
+
+export type OpName =
+  | 'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'sqrt' | 'tanh' | 'sigmoid' | 'abs' | 'sign'
+  | 'matmul' | 'linear' | 'reduceSum' | 'reduceMean' | 'reshape' | 'transpose' | 'expand' | 'softmax'
+  | 'concat' | 'slice' | 'pad' | 'gather';
+
+export const OPS: Record<OpName, OpDef> = {
+  add: {
+    shape: binaryShape('add'),
+    emit: simple('Add'),
+    vjp: (gy, [a, b]) => [unbroadcast(gy, a!.shape), unbroadcast(gy, b!.shape)],
+  },
+  sub: {
+    shape: binaryShape('sub'),
+    emit: simple('Sub'),
+    vjp: (gy, [a, b]) => [unbroadcast(gy, a!.shape), unbroadcast(neg(gy), b!.shape)],
+  },
+  mul: {
+    shape: binaryShape('mul'),
+    emit: simple('Mul'),
+    vjp: (gy, [a, b]) => [
+      a!.requiresGrad ? unbroadcast(mul(gy, b!), a!.shape) : null,
+      b!.requiresGrad ? unbroadcast(mul(gy, a!), b!.shape) : null,
+    ],
+  },
+  div: {
+    shape: binaryShape('div'),
+    emit: simple('Div'),
+    // d(a/b)/db = -a/b² = -out/b
+    vjp: (gy, [a, b], out) => [
+      a!.requiresGrad ? unbroadcast(div(gy, b!), a!.shape) : null,
+      b!.requiresGrad ? unbroadcast(neg(div(mul(gy, out), b!)), b!.shape) : null,
+    ],
+  },
+  neg: { shape: unaryShape('neg'), emit: simple('Neg'), vjp: (gy) => [neg(gy)] },
+  exp: { shape: unaryShape('exp'), emit: simple('Exp'), vjp: (gy, _i, out) => [mul(gy, out)] },
+  sqrt: { shape: unaryShape('sqrt'), emit: simple('Sqrt'), vjp: (gy, _i, out) => [div(mul(gy, 0.5), out)] },
+  tanh: { shape: unaryShape('tanh'), emit: simple('Tanh'), vjp: (gy, _i, out) => [mul(gy, sub(1, mul(out, out)))] },
+  sigmoid: {
+    shape: unaryShape('sigmoid'),
+    emit: simple('Sigmoid'),
+    vjp: (gy, _i, out) => [mul(gy, mul(out, sub(1, out)))],
+  },
+  abs: { shape: unaryShape('abs'), emit: simple('Abs'), vjp: (gy, [x]) => [mul(gy, sign(x!))] },
+  sign: { shape: unaryShape('sign'), emit: simple('Sign'), zeroGrad: true },
+
+  /** Batched matrix product with broadcast batch dimensions (both operands rank ≥ 2). */
+  matmul: {
+    shape: ([a, b]) => {
+      if (a!.rank < 2 || b!.rank < 2) throw new Error(`matmul: operands must have rank ≥ 2: ${a} @ ${b}`);
+      const [m, k] = a!.shape.slice(-2) as [number, number];
+      const [k2, n] = b!.shape.slice(-2) as [number, number];
+      if (k !== k2) throw new Error(`matmul: inner dimensions differ: ${a} @ ${b}`);
+      if (a!.dtype !== b!.dtype) throw new Error(`matmul: dtype mismatch ${a} vs ${b}`);
+      const batch = broadcastShapes(a!.shape.slice(0, -2), b!.shape.slice(0, -2), 'matmul');
+      return { shape: [...batch, m, n], dtype: a!.dtype };
+    },
+    emit: simple('MatMul'),
+    vjp: (gy, [a, b]) => [
+      a!.requiresGrad ? unbroadcast(matmul(gy, swapLast(b!)), a!.shape) : null,
+      b!.requiresGrad ? unbroadcast(matmul(swapLast(a!), gy), b!.shape) : null,
+    ],
+  },
+
+  /**
+   * x @ Wᵀ (transB, the [out, in] layout of Llama checkpoints) or x @ W ([in, out], GPT-2's Conv1D). A composite op so
+   * that the weight stays one initializer in its stored layout: onnxruntime prepacks it for the forward product and
+   * again for the backward product, instead of materialising a transposed copy.
+   */
+  linear: {
+    shape: ([x, w], attrs) => {
+      if (w!.rank !== 2) throw new Error(`linear: weight must be 2-D, got ${w}`);
+      const [rows, cols] = w!.shape as [number, number];
+      const [inDim, outDim] = attrs.transB ? [cols, rows] : [rows, cols];
+      if (x!.shape[x!.rank - 1] !== inDim) throw new Error(`linear: ${x} does not match weight ${w} (transB=${!!attrs.transB})`);
+      return { shape: [...x!.shape.slice(0, -1), outDim], dtype: floatOf(x!, 'linear') };
+    },
+    emit: (g, [x, w], attrs, out) => {
+      if (!attrs.transB) return g.node('MatMul', [x!.name, w!.name], [out]);
+      if (g.float === 'float32') {
+        return g.node('FusedMatMul', [x!.name, w!.name], [out], { transB: { int: 1 }, alpha: { float: 1 } }, 'com.microsoft');
+      }
+      // FusedMatMul has only a float32 kernel; float64 graphs (the gradient tests) transpose explicitly.
+      const wt = g.fresh();
+      g.node('Transpose', [w!.name], [wt], { perm: { ints: [1, 0] } });
+      g.node('MatMul', [x!.name, wt], [out]);
+    },
+    vjp: (gy, [x, w], _out, attrs) => {
+      const dx = x!.requiresGrad ? linear(gy, w!, !attrs.transB) : null;
+      let dw: Value | null = null;
+      if (w!.requiresGrad) {
+        const x2 = reshape(x!, [-1, x!.shape[x!.rank - 1]!]);
+        const g2 = reshape(gy, [-1, gy.shape[gy.rank - 1]!]);
+        dw = attrs.transB ? matmul(transpose(g2, [1, 0]), x2) : matmul(transpose(x2, [1, 0]), g2);
+      }
+      return [dx, dw];
+    },
+  },
+
+  reduceSum: {
+    shape: ([x], attrs) => ({ shape: reducedShape(x!, attrs, 'reduceSum'), dtype: x!.dtype }),
+    emit: (g, [x], attrs, out) =>
+      g.node('ReduceSum', [x!.name, g.ints(axesAttr(attrs, x!.rank, 'reduceSum')).name], [out], { keepdims: { int: attrs.keepdims ? 1 : 0 } }),
+    vjp: (gy, [x], _o, attrs) => [expand(reshape(gy, reducedShape(x!, { ...attrs, keepdims: true }, 'reduceSum')), x!.shape)],
+  },
+  reduceMean: {
+    shape: ([x], attrs) => ({ shape: reducedShape(x!, attrs, 'reduceMean'), dtype: floatOf(x!, 'reduceMean') }),
+    emit: (g, [x], attrs, out) =>
+      g.node('ReduceMean', [x!.name, g.ints(axesAttr(attrs, x!.rank, 'reduceMean')).name], [out], { keepdims: { int: attrs.keepdims ? 1 : 0 } }),
+    vjp: (gy, [x], _o, attrs) => {
+      const n = axesAttr(attrs, x!.rank, 'reduceMean').reduce((p, a) => p * x!.shape[a]!, 1);
+      return [expand(reshape(mul(gy, 1 / n), reducedShape(x!, { ...attrs, keepdims: true }, 'reduceMean')), x!.shape)];
+    },
+  },
+
+  reshape: {
+    shape: ([x], attrs) => ({ shape: resolveShape(x!, attrs.shape as number[]), dtype: x!.dtype }),
+    emit: (g, [x], attrs, out) => g.node('Reshape', [x!.name, g.ints(resolveShape(x!, attrs.shape as number[])).name], [out]),
+    vjp: (gy, [x]) => [reshape(gy, x!.shape)],
+  },
+  transpose: {
+    shape: ([x], attrs) => {
+      const perm = attrs.perm as number[];
+      if (perm.length !== x!.rank || [...perm].sort().some((p, i) => p !== i)) throw new Error(`transpose: bad perm [${perm}] for ${x}`);
+      return { shape: perm.map((p) => x!.shape[p]!), dtype: x!.dtype };
+    },
+    emit: (g, [x], attrs, out) => g.node('Transpose', [x!.name], [out], { perm: { ints: attrs.perm as number[] } }),
+    vjp: (gy, _i, _o, attrs) => {
+      const perm = attrs.perm as number[];
+      const inv = perm.map((_, i) => perm.indexOf(i));
+      return [transpose(gy, inv)];
+    },
+  },
+  expand: {
+    shape: ([x], attrs) => {
+      const target = attrs.shape as number[];
+      const shape = broadcastShapes(x!.shape, target, 'expand');
+      if (!sameShape(shape, target)) throw new Error(`expand: ${x} does not expand to [${target}]`);
+      return { shape, dtype: x!.dtype };
+    },
+    emit: (g, [x], attrs, out) => g.node('Expand', [x!.name, g.ints(attrs.shape as number[]).name], [out]),
+    vjp: (gy, [x]) => [unbroadcast(gy, x!.shape)],
+  },
+  softmax: {
+    shape: ([x], attrs) => {
+      normAxis(attrs.axis as number, x!.rank, 'softmax');
+      return { shape: [...x!.shape], dtype: floatOf(x!, 'softmax') };
+    },
+    emit: (g, [x], attrs, out) => g.node('Softmax', [x!.name], [out], { axis: { int: attrs.axis as number } }),
+    // dx = y ⊙ (g − Σ g⊙y)
+    vjp: (gy, _i, y, attrs) => [mul(y, sub(gy, reduceSum(mul(gy, y), [attrs.axis as number], true)))],
+  },
+  concat: {
+    shape: (ins, attrs) => {
+      const axis = normAxis(attrs.axis as number, ins[0]!.rank, 'concat');
+      const shape = [...ins[0]!.shape];
+      for (const x of ins.slice(1)) {
+        if (x.rank !== shape.length || x.shape.some((d, i) => i !== axis && d !== shape[i])) throw new Error(`concat: ${x} does not fit ${ins[0]}`);
+        shape[axis]! += x.shape[axis]!;
+      }
+      return { shape, dtype: ins[0]!.dtype };
+    },
+    emit: (g, ins, attrs, out) => g.node('Concat', ins.map((x) => x.name), [out], { axis: { int: attrs.axis as number } }),
+    vjp: (gy, ins, _o, attrs) => {
+      const axis = normAxis(attrs.axis as number, gy.rank, 'concat');
+      let start = 0;
+      return ins.map((x) => {
+        const part = x.requiresGrad ? slice(gy, axis, start, start + x.shape[axis]!) : null;
+        start += x.shape[axis]!;
+        return part;
+      });
+    },
+  },
+  /** x[..., start:end, ...] along one axis. */
+  slice: {
+    shape: ([x], attrs) => {
+      const axis = normAxis(attrs.axis as number, x!.rank, 'slice');
+      const [s, e] = [attrs.start as number, attrs.end as number];
+      if (!(0 <= s && s < e && e <= x!.shape[axis]!)) throw new Error(`slice: [${s}, ${e}) out of range for axis ${axis} of ${x}`);
+      const shape = [...x!.shape];
+      shape[axis] = e - s;
+      return { shape, dtype: x!.dtype };
+    },
+    emit: (g, [x], attrs, out) =>
+      g.node('Slice', [x!.name, g.ints([attrs.start as number]).name, g.ints([attrs.end as number]).name, g.ints([attrs.axis as number]).name], [out]),
+    // The VJP of a slice pads the gradient back with zeros.
+    vjp: (gy, [x], _o, attrs) => {
+      const axis = normAxis(attrs.axis as number, x!.rank, 'slice');
+      const before = Array(x!.rank).fill(0);
+      const after = Array(x!.rank).fill(0);
+      before[axis] = attrs.start as number;
+      after[axis] = x!.shape[axis]! - (attrs.end as number);
+      return [pad(gy, before, after)];
+    },
+  },
+  pad: {
+    shape: ([x], attrs) => ({
+      shape: x!.shape.map((d, i) => d + (attrs.before as number[])[i]! + (attrs.after as number[])[i]!),
+      dtype: x!.dtype,
+    }),
+    emit: (g, [x], attrs, out) => g.node('Pad', [x!.name, g.ints([...(attrs.before as number[]), ...(attrs.after as number[])]).name], [out]),
+    vjp: (gy, [x], _o, attrs) => {
+      let r = gy;
+      x!.shape.forEach((d, axis) => {
+        const s = (attrs.before as number[])[axis]!;
+        if (s !== 0 || d !== gy.shape[axis]) r = slice(r, axis, s, s + d);
+      });
+      return [r];
+    },
+  },
+  /** Rows of `data` along `axis` picked by int64 `indices` (embedding lookup, taking one position). Forward only. */
+  gather: {
+    shape: ([data, idx], attrs) => {
+      const axis = normAxis((attrs.axis as number | undefined) ?? 0, data!.rank, 'gather');
+      if (idx!.dtype !== 'int64') throw new Error(`gather: indices must be int64, got ${idx}`);
+      return { shape: [...data!.shape.slice(0, axis), ...idx!.shape, ...data!.shape.slice(axis + 1)], dtype: data!.dtype };
+    },
+    emit: (g, [data, idx], attrs, out) => g.node('Gather', [data!.name, idx!.name], [out], { axis: { int: (attrs.axis as number | undefined) ?? 0 } }),
+  },
+};
+
+function reducedShape(x: Value, attrs: Attrs, what: string): number[] {
+  const axes = axesAttr(attrs, x.rank, what);
+  const out: number[] = [];
+  x.shape.forEach((d, i) => {
+    if (!axes.includes(i)) out.push(d);
+    else if (attrs.keepdims) out.push(1);
+  });
+  return out;
+}
+
+function resolveShape(x: Value, shape: readonly number[]): number[] {
+  const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+  const out = shape.map((d) => (d === -1 ? x.size / known : d));
+  if (shape.filter((d) => d === -1).length > 1 || out.reduce((a, b) => a * b, 1) !== x.size || out.some((d) => !Number.isInteger(d) || d < 0)) {
+    throw new Error(`reshape: cannot reshape ${x} to [${shape}]`);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The functions model code calls. Numbers are lifted to scalar constants of the other operand's graph and dtype.
+
+type Operand = Value | number;
+
+function lift(a: Operand, b: Operand): [Value, Value] {
+  const v = (a instanceof Value ? a : b) as Value;
+  const toValue = (x: Operand) => (x instanceof Value ? x : v.graph.constant([x], [], v.dtype));
+  return [toValue(a), toValue(b)];
+}
+
+export const add = (a: Operand, b: Operand): Value => { const [x, y] = lift(a, b); return x.graph.apply('add', [x, y]); };
+export const sub = (a: Operand, b: Operand): Value => { const [x, y] = lift(a, b); return x.graph.apply('sub', [x, y]); };
+export const mul = (a: Operand, b: Operand): Value => { const [x, y] = lift(a, b); return x.graph.apply('mul', [x, y]); };
+export const div = (a: Operand, b: Operand): Value => { const [x, y] = lift(a, b); return x.graph.apply('div', [x, y]); };
+export const neg = (x: Value): Value => x.graph.apply('neg', [x]);
+export const exp = (x: Value): Value => x.graph.apply('exp', [x]);
+export const sqrt = (x: Value): Value => x.graph.apply('sqrt', [x]);
+export const tanh = (x: Value): Value => x.graph.apply('tanh', [x]);
+export const sigmoid = (x: Value): Value => x.graph.apply('sigmoid', [x]);
+export const abs = (x: Value): Value => x.graph.apply('abs', [x]);
+export const sign = (x: Value): Value => x.graph.apply('sign', [x]);
+export const matmul = (a: Value, b: Value): Value => a.graph.apply('matmul', [a, b]);
+export const linear = (x: Value, w: Value, transB = true): Value => x.graph.apply('linear', [x, w], { transB });
+export const reduceSum = (x: Value, axes: number[], keepdims = false): Value => x.graph.apply('reduceSum', [x], { axes, keepdims });
+export const reduceMean = (x: Value, axes: number[], keepdims = false): Value => x.graph.apply('reduceMean', [x], { axes, keepdims });
+export const reshape = (x: Value, shape: readonly number[]): Value => x.graph.apply('reshape', [x], { shape: [...shape] });
+export const transpose = (x: Value, perm: number[]): Value => x.graph.apply('transpose', [x], { perm });
+export const expand = (x: Value, shape: readonly number[]): Value => x.graph.apply('expand', [x], { shape: [...shape] });
+export const softmax = (x: Value, axis = -1): Value => x.graph.apply('softmax', [x], { axis });
+export const concat = (xs: Value[], axis: number): Value => xs[0]!.graph.apply('concat', xs, { axis });
+export const slice = (x: Value, axis: number, start: number, end: number): Value => x.graph.apply('slice', [x], { axis, start, end });
+export const pad = (x: Value, before: number[], after: number[]): Value => x.graph.apply('pad', [x], { before, after });
+export const gather = (data: Value, indices: Value, axis = 0): Value => data.graph.apply('gather', [data, indices], { axis });
+
+/** Swap the last two axes. */
+export function swapLast(x: Value): Value {
+  const perm = x.shape.map((_, i) => i);
+  perm[x.rank - 2] = x.rank - 1;
+  perm[x.rank - 1] = x.rank - 2;
+  return transpose(x, perm);
+}
+
+// Composites built from the table (their gradients follow from the primitives').
+export const silu = (x: Value): Value => mul(x, sigmoid(x));
+/** GPT-2's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+export const geluTanh = (x: Value): Value =>
+  mul(mul(x, 0.5), add(1, tanh(mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI)))));

@@ -1,0 +1,114 @@
+// Finite-difference checks of every VJP rule in the ops table, on float64 graphs.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Graph, grad } from '../src/graph/index.js';
+import * as G from '../src/graph/ops.js';
+import type { Value } from '../src/graph/value.js';
+import { GraphSession } from '../src/engine/session.js';
+
+/** Deterministic pseudo-random numbers (mulberry32) so failures reproduce. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Init = (r: () => number) => number;
+const normalish: Init = (r) => 2 * r() - 1;
+const positive: Init = (r) => 0.5 + r();
+const awayFromZero: Init = (r) => (r() < 0.5 ? -1 : 1) * (0.3 + r());
+
+/**
+ * Builds loss = Σ op(xs) ⊙ R for a fixed random R, differentiates it with `grad`, and compares every gradient element
+ * with a central difference of the same float64 graph.
+ */
+async function checkVjp(shapes: number[][], build: (...xs: Value[]) => Value, init: Init | Init[] = normalish, seed = 1) {
+  const r = rng(seed);
+  const g = new Graph({ float: 'float64' });
+  const xs = shapes.map((s, i) => g.input(`x${i}`, s, { grad: true }));
+  const y = build(...xs);
+  const weights = Array.from({ length: y.size }, () => normalish(r));
+  const loss = G.reduceSum(G.mul(y, g.constant(weights, y.shape)), y.shape.map((_, i) => i));
+  const grads = grad(loss, xs);
+  g.output(loss, 'loss');
+  grads.forEach((d, i) => g.output(d, `d${i}`));
+  const session = await GraphSession.create(g);
+  const feeds: Record<string, Float64Array> = {};
+  shapes.forEach((s, i) => {
+    const f = Array.isArray(init) ? init[i]! : init;
+    feeds[`x${i}`] = Float64Array.from({ length: s.reduce((a, b) => a * b, 1) }, () => f(r));
+  });
+  const out = await session.run(feeds);
+  const h = 1e-6;
+  for (let i = 0; i < shapes.length; i++) {
+    const analytic = out[`d${i}`] as Float64Array;
+    const x = feeds[`x${i}`]!;
+    let maxErr = 0;
+    let maxRef = 0;
+    for (let k = 0; k < x.length; k++) {
+      const keep = x[k]!;
+      x[k] = keep + h;
+      const lp = (await session.run(feeds)).loss![0] as number;
+      x[k] = keep - h;
+      const lm = (await session.run(feeds)).loss![0] as number;
+      x[k] = keep;
+      const fd = (lp - lm) / (2 * h);
+      maxErr = Math.max(maxErr, Math.abs(fd - analytic[k]!));
+      maxRef = Math.max(maxRef, Math.abs(fd));
+    }
+    const rel = maxErr / Math.max(maxRef, 1e-12);
+    assert.ok(rel <= 1e-6, `operand ${i}: relative error ${rel.toExponential(2)} (max abs ${maxErr.toExponential(2)})`);
+  }
+  await session.release();
+}
+
+test('add (broadcast)', () => checkVjp([[2, 3, 4], [3, 1]], (a, b) => G.add(a, b)));
+test('sub (broadcast)', () => checkVjp([[2, 3], [2, 1]], (a, b) => G.sub(a, b)));
+test('mul (broadcast)', () => checkVjp([[2, 3, 4], [4]], (a, b) => G.mul(a, b)));
+test('div (broadcast)', () => checkVjp([[3, 4], [1, 4]], (a, b) => G.div(a, b), [normalish, awayFromZero]));
+test('neg', () => checkVjp([[5]], (a) => G.neg(a)));
+test('exp', () => checkVjp([[2, 3]], (a) => G.exp(a)));
+test('sqrt', () => checkVjp([[2, 3]], (a) => G.sqrt(a), positive));
+test('tanh', () => checkVjp([[2, 3]], (a) => G.tanh(a)));
+test('sigmoid', () => checkVjp([[2, 3]], (a) => G.sigmoid(a)));
+test('abs', () => checkVjp([[2, 3]], (a) => G.abs(a), awayFromZero));
+test('sign (zero derivative, gradient flows through the other factor)', () =>
+  checkVjp([[2, 3]], (a) => G.mul(G.sign(a), a), awayFromZero));
+test('matmul', () => checkVjp([[2, 3, 4], [4, 5]], (a, b) => G.matmul(a, b)));
+test('matmul (broadcast batch)', () => checkVjp([[2, 1, 3, 4], [3, 4, 2]], (a, b) => G.matmul(a, b)));
+test('linear, transB ([out, in] weight)', () => checkVjp([[2, 3, 4], [5, 4]], (x, w) => G.linear(x, w, true)));
+test('linear, [in, out] weight', () => checkVjp([[2, 3, 4], [4, 5]], (x, w) => G.linear(x, w, false)));
+test('reduceSum', () => checkVjp([[2, 3, 4]], (a) => G.reduceSum(a, [1])));
+test('reduceSum keepdims, several axes', () => checkVjp([[2, 3, 4]], (a) => G.reduceSum(a, [0, -1], true)));
+test('reduceMean keepdims', () => checkVjp([[2, 3, 4]], (a) => G.reduceMean(a, [-1], true)));
+test('reshape', () => checkVjp([[2, 3, 4]], (a) => G.mul(G.reshape(a, [6, -1]), G.reshape(a, [6, 4]))));
+test('transpose', () => checkVjp([[2, 3, 4]], (a) => G.transpose(a, [2, 0, 1])));
+test('expand', () => checkVjp([[3, 1]], (a) => G.expand(a, [2, 3, 4])));
+test('softmax (last axis)', () => checkVjp([[2, 3, 4]], (a) => G.softmax(a, -1)));
+test('softmax (middle axis)', () => checkVjp([[2, 3, 4]], (a) => G.softmax(a, 1)));
+test('concat', () => checkVjp([[2, 3], [2, 2]], (a, b) => G.concat([a, b], 1)));
+test('slice', () => checkVjp([[4, 5]], (a) => G.slice(a, 1, 1, 4)));
+test('pad', () => checkVjp([[2, 3]], (a) => G.pad(a, [1, 0], [0, 2])));
+test('silu and gelu (composites)', () => checkVjp([[2, 3], [2, 3]], (a, b) => G.add(G.silu(a), G.geluTanh(b))));
+test('a value used twice accumulates both gradients', () => checkVjp([[3, 3]], (a) => G.matmul(a, G.tanh(a))));
+
+test('gather is forward-only and refuses an operand that needs a gradient', () => {
+  const g = new Graph({ float: 'float64' });
+  const x = g.input('x', [4, 2], { grad: true });
+  const idx = g.constant([1], [1], 'int64');
+  assert.throws(() => G.gather(x, idx), /gather has no gradient rule/);
+});
+
+test('shape rules reject mismatched operands while building', () => {
+  const g = new Graph();
+  const a = g.input('a', [2, 3]);
+  const b = g.input('b', [4, 5]);
+  assert.throws(() => G.matmul(a, b), /inner dimensions differ/);
+  assert.throws(() => G.add(a, b), /do not broadcast/);
+  assert.throws(() => G.reshape(a, [5]), /cannot reshape/);
+});
