@@ -1,0 +1,45 @@
+import { UserError } from '../errors.js';
+import { HOOKS, type Hook } from '../models/config.js';
+import { optString, parseBlockRange } from './args.js';
+import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
+import { printJson, type Command } from './command.js';
+
+export const forwardCommand: Command = {
+  name: 'forward',
+  summary: 'run blocks A-B on token embeddings and print a hook, or the full model\'s logits',
+  usage: 'llm-features forward --model PATH (--ids 1,2,3 | --text TEXT) [--bos] [--blocks A-B] [--hook resid|mlp|attn] [--json]',
+  flags: { ...MODEL_FLAGS, ids: 'string', text: 'string', bos: 'bool', blocks: 'string', hook: 'string', json: 'bool' },
+  async run(flags) {
+    const runner = openRunner(flags);
+    const ids = inputIds(flags, runner.model);
+    const blocksSpec = optString(flags, 'blocks');
+    const hookFlag = optString(flags, 'hook');
+    if (hookFlag !== undefined && !(HOOKS as readonly string[]).includes(hookFlag)) {
+      throw new UserError(`--hook: unknown hook "${hookFlag}" (expected ${HOOKS.join(', ')})`);
+    }
+    if (hookFlag !== undefined && blocksSpec === undefined) throw new UserError('--hook: needs --blocks (without it, forward prints logits)');
+    let blocks: [number, number] | null = null;
+    let hook: Hook | 'logits' = 'logits';
+    let result;
+    if (blocksSpec !== undefined) {
+      blocks = parseBlockRange(blocksSpec);
+      hook = (hookFlag ?? 'resid') as Hook;
+      result = await runner.hidden([ids], blocks, hook);
+    } else {
+      result = await runner.logits([ids]);
+    }
+    const [, T, F] = result.shape;
+    const values = Array.from({ length: T }, (_, t) => Array.from(result.data.subarray(t * F, (t + 1) * F)));
+    if (flags.json) {
+      printJson({ ids, blocks, hook, shape: [T, F], values });
+      return;
+    }
+    process.stdout.write(`${hook} of ${blocks ? `blocks ${blocks[0]}-${blocks[1]}` : 'the full model'}: shape [${T}, ${F}]\n`);
+    const tok = runner.model.tokenizer;
+    values.forEach((row, t) => {
+      const label = tok ? JSON.stringify(tok.piece(ids[t]!)) : String(ids[t]);
+      const head = row.slice(0, 8).map((v) => v.toFixed(4)).join(' ');
+      process.stdout.write(`${String(t).padStart(4)} ${label.padEnd(12)} ${head}${F > 8 ? ' …' : ''}\n`);
+    });
+  },
+};

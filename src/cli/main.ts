@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+import { UserError } from '../errors.js';
+import { parseFlags } from './args.js';
+import type { Command } from './command.js';
+import { forwardCommand } from './forward.js';
+import { generateCommand } from './generate.js';
+import { inspectCommand } from './inspect.js';
+import { tokenizeCommand } from './tokenize.js';
+
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand];
+
+function help(): string {
+  const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];
+  for (const c of COMMANDS) lines.push(`  ${c.name.padEnd(12)} ${c.summary}`);
+  lines.push('', "run 'llm-features <command> --help' for a command's flags");
+  return lines.join('\n') + '\n';
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(help());
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) throw new UserError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`${command.usage}\n\nflags: ${Object.keys(command.flags).map((f) => `--${f}`).join(' ')}\n`);
+    return 0;
+  }
+  await command.run(parseFlags(command.name, rest, command.flags));
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UserError) {
+      process.stderr.write(`llm-features: ${err.message}\n${err.detail ? err.detail + '\n' : ''}`);
+      process.exitCode = 2;
+    } else {
+      const e = err instanceof Error ? err : new Error(String(err));
+      process.stderr.write(`llm-features: internal error: ${e.message.split('\n')[0]}\n`);
+      if (process.env.LLMF_DEBUG) process.stderr.write(`${e.stack}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,186 @@
+/**
+ * Runs a loaded model's graphs: builds each (request shape → graph) once, keeps its onnxruntime session in a
+ * per-process cache, and binds only the weights the graph touches.
+ */
+import { UserError } from '../errors.js';
+import { grad } from '../graph/autodiff.js';
+import { Graph } from '../graph/graph.js';
+import { abs, mul, reduceSum, sub } from '../graph/ops.js';
+import type { Value } from '../graph/value.js';
+import { hookWidth, HOOKS, type Hook } from '../models/config.js';
+import type { LoadedModel } from '../models/load.js';
+import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
+import { GraphSession, type SessionSettings } from './session.js';
+import { externalFolderFor, WeightBinder, type F32Location } from './weights.js';
+import type { StoredTensor } from '../formats/types.js';
+
+export interface Hidden {
+  /** [B, T, F] */
+  shape: [number, number, number];
+  data: Float32Array;
+}
+
+/** Where float32 bytes of a tensor are; F32 tensors are used in place (converted dtypes come with the next issue). */
+function locateF32(t: StoredTensor): F32Location {
+  if (t.dtype !== 'F32') throw new UserError(`${t.file}: tensor ${t.name} is ${t.dtype}; only F32 weights are supported yet`);
+  return { file: t.file, offset: t.offset, length: t.nbytes };
+}
+
+export interface ObjectiveFeeds {
+  x: Float32Array;
+  l1: Float32Array;
+  lin: Float32Array;
+  C: Float32Array;
+  report: Float32Array;
+}
+
+export interface ObjectiveResult {
+  loss: Float32Array;
+  act: Float32Array;
+  grad: Float32Array;
+}
+
+export class ModelRunner {
+  private readonly sessions = new Map<string, Promise<GraphSession>>();
+  private readonly folder: string;
+
+  constructor(
+    readonly model: LoadedModel,
+    readonly settings: SessionSettings = {},
+  ) {
+    this.folder = externalFolderFor(new Set([...model.tensors.values()].map((t) => locateF32(t).file)));
+  }
+
+  get config() {
+    return this.model.config;
+  }
+
+  /** Check a 1-based inclusive block range against the model. */
+  checkRange(range: BlockRange, flag = '--blocks'): void {
+    const n = this.config.nLayers;
+    const [a, b] = range;
+    if (!Number.isInteger(a) || !Number.isInteger(b) || a < 1 || b > n || a > b) {
+      throw new UserError(`${flag}: block range ${a}-${b} is outside the model's blocks 1-${n}`);
+    }
+  }
+
+  checkIds(ids: number[][], flag = '--ids'): void {
+    const V = this.config.vocabSize;
+    for (const row of ids) {
+      for (const id of row) {
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw new UserError(`${flag}: token id ${id} is outside the vocabulary 0-${V - 1}`);
+      }
+    }
+  }
+
+  /** A graph over this model's weights; `build` wires inputs and outputs. */
+  private session(key: string, build: (g: Graph, w: Weights) => void): Promise<GraphSession> {
+    let s = this.sessions.get(key);
+    if (!s) {
+      const g = new Graph({ float: 'float32' });
+      const binder = new WeightBinder(g, this.model.tensors, locateF32, this.folder);
+      build(g, binder);
+      s = GraphSession.create(g, { ...this.settings, externalFolder: this.folder });
+      this.sessions.set(key, s);
+      // A failed creation must not poison the cache.
+      s.catch(() => this.sessions.delete(key));
+    }
+    return s;
+  }
+
+  /** Hook output of block B after applying blocks A..B directly to the token embeddings of `ids` ([B, T]). */
+  async hidden(ids: number[][], range: BlockRange, hook: Hook): Promise<Hidden> {
+    this.checkRange(range);
+    this.checkIds(ids);
+    if (!HOOKS.includes(hook)) throw new UserError(`--hook: unknown hook "${hook}" (expected ${HOOKS.join(', ')})`);
+    const [B, T] = [ids.length, ids[0]!.length];
+    const session = await this.session(`hidden|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+      const x = this.embedIds(g, w, B, T);
+      g.output(runBlocks(g, this.config, w, x, range, hook), 'out');
+    });
+    const out = await session.run({ ids: toInt64(ids) });
+    return { shape: [B, T, hookWidth(this.config, hook)], data: out.out as Float32Array };
+  }
+
+  /**
+   * One gradient evaluation for B independent problems on input embeddings x [B, T, D] through blocks A..B:
+   *   loss[b] = Σ l1[b] ⊙ |C[b] − O[b]|  −  Σ lin[b] ⊙ O[b]      (O = the hook output, [T, F] per problem)
+   *   act[b]  = Σ report[b] ⊙ O[b]
+   * and d(loss[b])/d(x[b]). Every objective is one of these two forms (L1 to a constant, or a weighted sum: `sum`,
+   * `max` and `--direction`), so one graph per shape serves any mix of objectives in a batch. Problems never mix: a NaN
+   * in one stays in its own row.
+   */
+  async objective(range: BlockRange, hook: Hook, feeds: ObjectiveFeeds, shape: { B: number; T: number }): Promise<ObjectiveResult> {
+    this.checkRange(range);
+    const { B, T } = shape;
+    const D = this.config.dim;
+    const F = hookWidth(this.config, hook);
+    const session = await this.session(`objective|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+      const x = g.input('x', [B, T, D], { grad: true });
+      const h = architectureOf(this.config).inputFromEmbeddings(x, this.config, w);
+      const O = runBlocks(g, this.config, w, h, range, hook);
+      const l1 = g.input('l1', [B, T, F]);
+      const lin = g.input('lin', [B, T, F]);
+      const C = g.input('C', [B, 1, 1]);
+      const report = g.input('report', [B, T, F]);
+      const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
+      g.output(loss, 'loss');
+      g.output(reduceSum(mul(report, O), [1, 2]), 'act');
+      g.output(grad(loss, [x])[0]!, 'grad');
+    });
+    const out = await session.run({ ...feeds });
+    return { loss: out.loss as Float32Array, act: out.act as Float32Array, grad: out.grad as Float32Array };
+  }
+
+  /** Hook output for embeddings x [B, T, D] given directly (the decoded-token check and attribution use ids instead). */
+  async hiddenFromEmbeddings(x: Float32Array, range: BlockRange, hook: Hook, shape: { B: number; T: number }): Promise<Hidden> {
+    this.checkRange(range);
+    const { B, T } = shape;
+    const session = await this.session(`hiddenEmb|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+      const e = g.input('x', [B, T, this.config.dim]);
+      g.output(runBlocks(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(e, this.config, w), range, hook), 'out');
+    });
+    const out = await session.run({ x });
+    return { shape: [B, T, hookWidth(this.config, hook)], data: out.out as Float32Array };
+  }
+
+  /** Full-model logits [B, T, V]. */
+  async logits(ids: number[][]): Promise<Hidden> {
+    this.checkIds(ids);
+    const [B, T] = [ids.length, ids[0]!.length];
+    const session = await this.session(`logits|${B}|${T}`, (g, w) => {
+      g.output(fullLogits(g, this.config, w, this.embedIds(g, w, B, T)), 'out');
+    });
+    const out = await session.run({ ids: toInt64(ids) });
+    return { shape: [B, T, this.config.vocabSize], data: out.out as Float32Array };
+  }
+
+  /**
+   * Logits at one position of a sequence padded to `length` (a bucket). Attention is causal, so padding after the
+   * position cannot change it; one session per bucket serves a whole generation.
+   */
+  async logitsAt(ids: number[], position: number, length: number): Promise<Float32Array> {
+    const session = await this.session(`logitsAt|${length}`, (g, w) => {
+      const x = this.embedIds(g, w, 1, length);
+      const pos = g.input('pos', [1], { dtype: 'int64' });
+      g.output(fullLogits(g, this.config, w, x, pos), 'out');
+    });
+    const padded = [...ids, ...Array(length - ids.length).fill(0)];
+    const out = await session.run({ ids: toInt64([padded]), pos: BigInt64Array.from([BigInt(position)]) });
+    return out.out as Float32Array;
+  }
+
+  private embedIds(g: Graph, w: Weights, B: number, T: number): Value {
+    const ids = g.input('ids', [B, T], { dtype: 'int64' });
+    return architectureOf(this.config).embed(ids, this.config, w);
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s.catch(() => null))?.release();
+    this.sessions.clear();
+  }
+}
+
+function toInt64(rows: number[][]): BigInt64Array {
+  return BigInt64Array.from(rows.flat(), (x) => BigInt(x));
+}

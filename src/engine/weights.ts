@@ -1,0 +1,74 @@
+import { realpathSync } from 'node:fs';
+import path from 'node:path';
+import type { StoredTensor } from '../formats/types.js';
+import type { Graph } from '../graph/graph.js';
+import type { Value } from '../graph/value.js';
+
+/**
+ * onnxruntime resolves every external-data `location` against ONE folder per session, refuses `..` and absolute paths,
+ * and resolves symlinks first. So bind weights against the deepest common ancestor of the files' real paths, and name
+ * each tensor by its real path relative to that folder (this also covers Hugging Face cache snapshots, whose files are
+ * symlinks into ../../blobs).
+ */
+export function externalFolderFor(files: Iterable<string>): string {
+  const dirs = [...new Set([...files].map((f) => path.dirname(realpathSync(f))))];
+  if (dirs.length === 0) return '/';
+  let common = dirs[0]!.split(path.sep);
+  for (const d of dirs.slice(1)) {
+    const parts = d.split(path.sep);
+    let i = 0;
+    while (i < common.length && i < parts.length && common[i] === parts[i]) i++;
+    common = common.slice(0, i);
+  }
+  return common.join(path.sep) || '/';
+}
+
+/** A source of float32 tensor bytes the engine can bind: the original file when it is F32, else a converted cache file. */
+export interface F32Location {
+  file: string;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Creates each weight a graph asks for once, as an initializer whose bytes stay in the checkpoint file. Only the
+ * tensors a graph actually touches are bound, so a request for blocks 1-2 maps nothing of blocks 3..N.
+ */
+export class WeightBinder {
+  private readonly bound = new Map<string, Value>();
+  private readonly realFiles = new Map<string, string>();
+
+  constructor(
+    private readonly graph: Graph,
+    private readonly tensors: Map<string, StoredTensor>,
+    private readonly locate: (t: StoredTensor) => F32Location,
+    readonly folder: string,
+  ) {}
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  get = (name: string): Value => {
+    const cached = this.bound.get(name);
+    if (cached) return cached;
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`weight ${name} is missing from the checkpoint`);
+    const loc = this.locate(t);
+    let real = this.realFiles.get(loc.file);
+    if (!real) {
+      real = realpathSync(loc.file);
+      this.realFiles.set(loc.file, real);
+    }
+    const v = this.graph.weight(name, t.shape, { location: path.relative(this.folder, real), offset: loc.offset, length: loc.length });
+    this.bound.set(name, v);
+    return v;
+  };
+
+  optional = (name: string): Value | null => (this.tensors.has(name) ? this.get(name) : null);
+
+  /** The tensors bound so far (for memory estimates and tests of what a request maps). */
+  boundNames(): string[] {
+    return [...this.bound.keys()];
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Turning continuous input embeddings back into tokens.
+ *
+ * With E the stored embedding table [V × d] (a token's embedding is e = Eᵀa for its one-hot a), the least-squares
+ * token mixture for an embedding e is the pseudoinverse solution a = (Eᵀ)⁺e = E (EᵀE)⁻¹ e. Only the d × d matrix
+ * (EᵀE)⁻¹ is cached, computed in float64; decoding a position then costs one d × d and one V × d product.
+ */
+import { UserError } from '../errors.js';
+
+export type DecodeMode = 'pinv' | 'nearest-cosine' | 'nearest-l2';
+export const DECODE_MODES: readonly DecodeMode[] = ['pinv', 'nearest-cosine', 'nearest-l2'];
+
+export interface EmbeddingTable {
+  data: Float32Array;
+  vocab: number;
+  dim: number;
+}
+
+/** Gram matrix EᵀE in float64. */
+export function gram(E: EmbeddingTable): Float64Array {
+  const { data, vocab: V, dim: d } = E;
+  const G = new Float64Array(d * d);
+  const row = new Float64Array(d);
+  for (let v = 0; v < V; v++) {
+    for (let i = 0; i < d; i++) row[i] = data[v * d + i]!;
+    for (let i = 0; i < d; i++) {
+      const ri = row[i]!;
+      if (ri === 0) continue;
+      const base = i * d;
+      for (let j = i; j < d; j++) G[base + j]! += ri * row[j]!;
+    }
+  }
+  for (let i = 0; i < d; i++) for (let j = 0; j < i; j++) G[i * d + j] = G[j * d + i]!;
+  return G;
+}
+
+/** Inverse of a symmetric positive-definite matrix through its Cholesky factor; fails clearly if E has rank < d. */
+export function invertSpd(A: Float64Array, n: number, what = 'embedding table'): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let s = A[j * n + j]!;
+    for (let k = 0; k < j; k++) s -= L[j * n + k]! ** 2;
+    if (!(s > 1e-300)) throw new UserError(`${what}: EᵀE is singular (rank < ${n}); the pseudoinverse decode needs a full-rank table`);
+    const ljj = Math.sqrt(s);
+    L[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let t = A[i * n + j]!;
+      for (let k = 0; k < j; k++) t -= L[i * n + k]! * L[j * n + k]!;
+      L[i * n + j] = t / ljj;
+    }
+  }
+  // Solve L Lᵀ X = I column by column.
+  const X = new Float64Array(n * n);
+  const y = new Float64Array(n);
+  for (let c = 0; c < n; c++) {
+    for (let i = 0; i < n; i++) {
+      let t = i === c ? 1 : 0;
+      for (let k = 0; k < i; k++) t -= L[i * n + k]! * y[k]!;
+      y[i] = t / L[i * n + i]!;
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let t = y[i]!;
+      for (let k = i + 1; k < n; k++) t -= L[k * n + i]! * X[k * n + c]!;
+      X[i * n + c] = t / L[i * n + i]!;
+    }
+  }
+  return X;
+}
+
+/** Decodes embeddings to token scores under one of the modes. */
+export class Decoder {
+  private gramInverse: Float64Array | null = null;
+  private norms: Float64Array | null = null;
+
+  constructor(
+    readonly table: EmbeddingTable,
+    gramInverse?: Float64Array,
+  ) {
+    if (gramInverse) this.gramInverse = gramInverse;
+  }
+
+  /** (EᵀE)⁻¹, computed on first use. */
+  inverseGram(): Float64Array {
+    this.gramInverse ??= invertSpd(gram(this.table), this.table.dim);
+    return this.gramInverse;
+  }
+
+  private rowNorms(): Float64Array {
+    if (!this.norms) {
+      const { data, vocab: V, dim: d } = this.table;
+      this.norms = new Float64Array(V);
+      for (let v = 0; v < V; v++) {
+        let s = 0;
+        for (let i = 0; i < d; i++) s += data[v * d + i]! ** 2;
+        this.norms[v] = Math.sqrt(s);
+      }
+    }
+    return this.norms;
+  }
+
+  /** Score of every token for one embedding (higher = better): pinv coefficients, cosine, or −distance². */
+  scores(e: ArrayLike<number>, mode: DecodeMode): Float64Array {
+    const { data, vocab: V, dim: d } = this.table;
+    let q: Float64Array;
+    if (mode === 'pinv') {
+      const Gi = this.inverseGram();
+      q = new Float64Array(d);
+      for (let i = 0; i < d; i++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) s += Gi[i * d + j]! * e[j]!;
+        q[i] = s;
+      }
+    } else q = Float64Array.from({ length: d }, (_, i) => e[i]!);
+    const out = new Float64Array(V);
+    const norms = mode === 'pinv' ? null : this.rowNorms();
+    let eNorm2 = 0;
+    for (let i = 0; i < d; i++) eNorm2 += q[i]! ** 2;
+    for (let v = 0; v < V; v++) {
+      let dot = 0;
+      const base = v * d;
+      for (let i = 0; i < d; i++) dot += data[base + i]! * q[i]!;
+      if (mode === 'pinv') out[v] = dot;
+      else if (mode === 'nearest-cosine') out[v] = dot / (norms![v]! * Math.sqrt(eNorm2) || 1);
+      else out[v] = -(norms![v]! ** 2 - 2 * dot + eNorm2);
+    }
+    return out;
+  }
+
+  /** Top-k token ids for each position of a [T × d] embedding block: result[t] = ids best first. */
+  topk(embeddings: ArrayLike<number>, T: number, k: number, mode: DecodeMode): number[][] {
+    const d = this.table.dim;
+    const out: number[][] = [];
+    for (let t = 0; t < T; t++) {
+      const e = Array.from({ length: d }, (_, i) => embeddings[t * d + i]!);
+      out.push(topIndices(this.scores(e, mode), k));
+    }
+    return out;
+  }
+
+  /** Cosine between an embedding and a token's stored embedding. */
+  cosine(e: ArrayLike<number>, token: number): number {
+    const { data, dim: d } = this.table;
+    let dot = 0;
+    let ee = 0;
+    for (let i = 0; i < d; i++) {
+      dot += e[i]! * data[token * d + i]!;
+      ee += e[i]! ** 2;
+    }
+    return dot / (Math.sqrt(ee) * this.rowNorms()[token]! || 1);
+  }
+
+  /** The stored embedding of a token (a copy). */
+  embedding(token: number): Float32Array {
+    const d = this.table.dim;
+    return this.table.data.slice(token * d, (token + 1) * d);
+  }
+}
+
+export function topIndices(scores: ArrayLike<number>, k: number): number[] {
+  const best: number[] = [];
+  for (let v = 0; v < scores.length; v++) {
+    const s = scores[v]!;
+    if (Number.isNaN(s)) continue;
+    if (best.length < k || s > scores[best[best.length - 1]!]!) {
+      let pos = best.length < k ? best.length : best.length - 1;
+      best[pos] = v;
+      while (pos > 0 && scores[best[pos - 1]!]! < s) {
+        best[pos] = best[pos - 1]!;
+        best[pos - 1] = v;
+        pos--;
+      }
+    }
+  }
+  return best;
+}

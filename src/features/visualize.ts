@@ -1,0 +1,397 @@
+/**
+ * Feature visualization: optimise input embeddings so that blocks A..B drive a selected slice of a hook, decode them
+ * to tokens, and check the decode against the continuous optimum and random tokens.
+ *
+ * Every run's random start comes from (seed, its selection) alone, and runs of one batch never interact (padding rows
+ * have zero weights), so a run gives the same result whatever it is batched with.
+ */
+import { UserError } from '../errors.js';
+import type { ModelRunner } from '../engine/runner.js';
+import type { Hook } from '../models/config.js';
+import { hookWidth } from '../models/config.js';
+import type { BlockRange } from '../models/transformer.js';
+import type { Tokenizer } from '../tokenizers/types.js';
+import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
+import { Decoder, topIndices, type DecodeMode } from './decode.js';
+import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
+import { expandSelection, type SelectionRun } from './selection.js';
+
+export type InitKind = { kind: 'randn' } | { kind: 'random-tokens' } | { kind: 'tokens'; ids: number[] };
+export type OptimizerKind = 'sgd' | 'adam';
+
+export interface VisualizeSettings {
+  blocks: BlockRange;
+  hook: Hook;
+  /** Free (optimised) positions. */
+  tokens: number;
+  steps: number;
+  lr: number;
+  lrEnd: number;
+  optimizer: OptimizerKind;
+  objective: ObjectiveSpec;
+  topk: number;
+  decode: DecodeMode;
+  init: InitKind;
+  /** Fixed, not optimised, context around the free positions (token ids). */
+  prefix: number[];
+  suffix: number[];
+  bos: boolean;
+  seed: number;
+  batch: number;
+  /** Random token sequences averaged for the "random" activation. */
+  randomDraws: number;
+}
+
+export const DEFAULT_SETTINGS: Omit<VisualizeSettings, 'blocks' | 'hook'> = {
+  tokens: 5,
+  steps: 500,
+  lr: 2,
+  lrEnd: 0.2,
+  optimizer: 'sgd',
+  objective: { kind: 'l1', C: 100 },
+  topk: 5,
+  decode: 'pinv',
+  init: { kind: 'randn' },
+  prefix: [],
+  suffix: [],
+  bos: false,
+  seed: 0,
+  batch: 8,
+  randomDraws: 8,
+};
+
+export interface RunResult {
+  select: string;
+  blocks: [number, number];
+  hook: Hook;
+  settings: Record<string, unknown>;
+  /** Full input sequence: fixed context ids and, at free positions, the top-1 decode. */
+  ids: number[];
+  /** Indices of the free positions within `ids`. */
+  free: number[];
+  /** k rows; row i = the i-th ranked token at every position (fixed positions repeat their token). */
+  topk: number[][];
+  topk_text: string[];
+  /** Per position: cosine between the optimised embedding and the top-1 token's embedding. */
+  cosine: number[];
+  activation: { continuous: number | null; decoded: number | null; random: number | null };
+  objective: { initial: number | null; final: number | null };
+  baseline: Baseline | null;
+  /** Sampled loss curve: [step, loss]. */
+  loss: [number, number][];
+  status: 'ok' | 'failed';
+  error?: string;
+  timings: { optimize_ms: number; decode_ms: number; verify_ms: number };
+}
+
+/** The skip-connection baseline for a single `resid` feature: decode the feature's unit vector, no model needed. */
+export interface Baseline {
+  kind: 'skip-connection';
+  /** Top-k tokens of the unit vector's pseudoinverse decode. */
+  tokens: number[];
+  tokens_text: string[];
+  /** Share of free positions whose top-1 decode equals the baseline's top-1 token. */
+  agreement: number;
+  /** Activation with the baseline's top-1 token at every free position. */
+  activation: number | null;
+}
+
+export interface VisualizeRequest {
+  select: string;
+  settings: VisualizeSettings;
+  /** Optional warm start: initial embeddings [T × D] per run index (library use; NaNs here make a failing run). */
+  initialEmbeddings?: (runIndex: number) => Float32Array | undefined;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Token ids eligible as random or decoded "real" tokens: not byte-fallback, not control tokens. */
+export function normalTokenIds(tokenizer: Tokenizer | null, vocab: number): number[] {
+  const out: number[] = [];
+  for (let id = 0; id < vocab; id++) {
+    if (tokenizer) {
+      if (id === tokenizer.bosId || id === tokenizer.eosId) continue;
+      const p = tokenizer.piece(id);
+      if (/^<0x[0-9A-Fa-f]{2}>$/.test(p) || /^<[^\s<>]{1,16}>$/.test(p)) continue;
+    }
+    out.push(id);
+  }
+  return out;
+}
+
+interface Layout {
+  T: number;
+  free: number[];
+  fixed: Map<number, number>;
+}
+
+function layout(s: VisualizeSettings, bosId: number | null): Layout {
+  const head = [...(s.bos ? [bosId!] : []), ...s.prefix];
+  const fixed = new Map<number, number>();
+  head.forEach((id, i) => fixed.set(i, id));
+  const free = Array.from({ length: s.tokens }, (_, i) => head.length + i);
+  s.suffix.forEach((id, i) => fixed.set(head.length + s.tokens + i, id));
+  return { T: head.length + s.tokens + s.suffix.length, free, fixed };
+}
+
+export class Visualizer {
+  readonly decoder: Decoder;
+  readonly normalIds: number[];
+
+  constructor(
+    readonly runner: ModelRunner,
+    readonly tokenizer: Tokenizer | null,
+    decoder: Decoder,
+  ) {
+    this.decoder = decoder;
+    this.normalIds = normalTokenIds(tokenizer, runner.config.vocabSize);
+  }
+
+  private text(ids: number[]): string {
+    return this.tokenizer ? this.tokenizer.decode(ids) : ids.join(' ');
+  }
+
+  async run(req: VisualizeRequest): Promise<RunResult[]> {
+    const s = req.settings;
+    const cfg = this.runner.config;
+    this.runner.checkRange(s.blocks);
+    if (s.bos && (this.tokenizer?.bosId ?? null) === null) throw new UserError('--bos: the model has no BOS token');
+    const lay = layout(s, this.tokenizer?.bosId ?? null);
+    if (lay.T > cfg.maxSeqLen) throw new UserError(`--tokens: ${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
+    const F = hookWidth(cfg, s.hook);
+    const runs = expandSelection(req.select, lay.T, F);
+    const results: RunResult[] = [];
+    for (let start = 0; start < runs.length; start += s.batch) {
+      const chunk = runs.slice(start, start + s.batch);
+      results.push(...(await this.runBatch(chunk, start, s, lay, F, req)));
+      req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
+    }
+    return results;
+  }
+
+  /** Optimise one batch of runs together; rows past the chunk are zero-weight padding so every batch has one shape. */
+  private async runBatch(runs: SelectionRun[], offset: number, s: VisualizeSettings, lay: Layout, F: number, req: VisualizeRequest): Promise<RunResult[]> {
+    const B = s.batch;
+    const { T } = lay;
+    const D = this.runner.config.dim;
+    const shape = { B, T };
+    const weights = runs.map((r) => objectiveWeights(s.objective, r, T, F));
+    const feeds = {
+      x: new Float32Array(B * T * D),
+      l1: new Float32Array(B * T * F),
+      lin: new Float32Array(B * T * F),
+      C: new Float32Array(B),
+      report: new Float32Array(B * T * F),
+    };
+    weights.forEach((w, b) => {
+      feeds.l1.set(w.l1, b * T * F);
+      feeds.lin.set(w.lin, b * T * F);
+      feeds.C[b] = w.C;
+      feeds.report.set(w.report, b * T * F);
+    });
+    runs.forEach((r, b) => feeds.x.set(this.initial(r, offset + b, s, lay, req), b * T * D));
+
+    const failed: (string | null)[] = runs.map(() => null);
+    const curves: [number, number][][] = runs.map(() => []);
+    const every = Math.max(1, Math.floor(s.steps / 100));
+    const adam = s.optimizer === 'adam' ? { m: new Float32Array(B * T * D), v: new Float32Array(B * T * D) } : null;
+    let initialLoss: Float32Array | null = null;
+    const t0 = performance.now();
+    for (let step = 0; step < s.steps; step++) {
+      const res = await this.runner.objective(s.blocks, s.hook, feeds, shape);
+      if (step === 0) initialLoss = res.loss.slice();
+      const lr = s.steps > 1 ? s.lr + ((s.lrEnd - s.lr) * step) / (s.steps - 1) : s.lr;
+      runs.forEach((_, b) => {
+        if (failed[b]) return;
+        const loss = res.loss[b]! + weights[b]!.offset;
+        if (!Number.isFinite(loss)) {
+          failed[b] = `loss became ${loss} at step ${step}`;
+          return;
+        }
+        if (step % every === 0) curves[b]!.push([step, loss]);
+        for (const t of lay.free) {
+          const base = (b * T + t) * D;
+          for (let i = 0; i < D; i++) {
+            const g = res.grad[base + i]!;
+            if (adam) {
+              const m = (adam.m[base + i] = 0.9 * adam.m[base + i]! + 0.1 * g);
+              const v = (adam.v[base + i] = 0.999 * adam.v[base + i]! + 0.001 * g * g);
+              const mh = m / (1 - 0.9 ** (step + 1));
+              const vh = v / (1 - 0.999 ** (step + 1));
+              feeds.x[base + i]! -= (lr * mh) / (Math.sqrt(vh) + 1e-8);
+            } else feeds.x[base + i]! -= lr * g;
+          }
+        }
+      });
+    }
+    const final = await this.runner.objective(s.blocks, s.hook, feeds, shape);
+    const optimizeMs = performance.now() - t0;
+
+    // Decode each run's free positions and rebuild full id sequences.
+    const t1 = performance.now();
+    const decoded = runs.map((_, b) => {
+      if (failed[b] || !Number.isFinite(final.loss[b]!)) {
+        failed[b] ??= `final loss is ${final.loss[b]}`;
+        return null;
+      }
+      const rows: number[][] = [];
+      const cos: number[] = [];
+      for (let t = 0; t < T; t++) {
+        const fixedId = lay.fixed.get(t);
+        if (fixedId !== undefined) {
+          rows.push(Array(s.topk).fill(fixedId));
+          cos.push(1);
+          continue;
+        }
+        const e = feeds.x.subarray((b * T + t) * D, (b * T + t + 1) * D);
+        const top = topIndices(this.decoder.scores(e, s.decode), s.topk);
+        rows.push(top);
+        cos.push(this.decoder.cosine(e, top[0]!));
+      }
+      return { rows, cos };
+    });
+    const decodeMs = performance.now() - t1;
+
+    // Verification: decoded tokens fed back as real tokens, and random real tokens.
+    const t2 = performance.now();
+    const idsOf = (b: number) => decoded[b]!.rows.map((r) => r[0]!);
+    const decodedAct = await this.activationOf(runs.map((_, b) => (decoded[b] ? idsOf(b) : null)), feeds, shape);
+    const randomSum = new Float64Array(runs.length);
+    for (let draw = 0; draw < s.randomDraws; draw++) {
+      const act = await this.activationOf(runs.map((r) => this.randomSequence(r, draw, s, lay)), feeds, shape);
+      act.forEach((a, b) => (randomSum[b]! += a ?? NaN));
+    }
+    const baselines = await this.baselines(runs, weights, s, lay, F, feeds, shape, decoded.map((d) => (d ? d.rows.map((r) => r[0]!) : null)));
+    const verifyMs = performance.now() - t2;
+
+    return runs.map((run, b): RunResult => {
+      const d = decoded[b];
+      const ok = !failed[b] && d !== null;
+      const topk = ok ? Array.from({ length: s.topk }, (_, i) => d!.rows.map((r) => r[i] ?? r[0]!)) : [];
+      return {
+        select: run.label,
+        blocks: [s.blocks[0], s.blocks[1]],
+        hook: s.hook,
+        settings: settingsRecord(s),
+        ids: ok ? idsOf(b) : [],
+        free: lay.free,
+        topk,
+        topk_text: topk.map((row) => this.text(row)),
+        cosine: ok ? d!.cos : [],
+        activation: {
+          continuous: ok ? final.act[b]! : null,
+          decoded: ok ? decodedAct[b]! : null,
+          random: s.randomDraws > 0 ? randomSum[b]! / s.randomDraws : null,
+        },
+        objective: {
+          initial: initialLoss ? initialLoss[b]! + weights[b]!.offset : null,
+          final: ok ? final.loss[b]! + weights[b]!.offset : null,
+        },
+        baseline: baselines[b] ?? null,
+        loss: curves[b]!,
+        status: ok ? 'ok' : 'failed',
+        ...(ok ? {} : { error: failed[b]! }),
+        timings: { optimize_ms: round(optimizeMs), decode_ms: round(decodeMs), verify_ms: round(verifyMs) },
+      };
+    });
+  }
+
+  /** Starting embeddings [T × D]: fixed positions hold their tokens; free ones follow `init`. */
+  private initial(run: SelectionRun, index: number, s: VisualizeSettings, lay: Layout, req: VisualizeRequest): Float32Array {
+    const D = this.runner.config.dim;
+    const given = req.initialEmbeddings?.(index);
+    if (given) {
+      if (given.length !== lay.T * D) throw new Error(`initial embeddings for run ${index} have ${given.length} values, expected ${lay.T * D}`);
+      return given.slice();
+    }
+    const x = new Float32Array(lay.T * D);
+    for (const [t, id] of lay.fixed) x.set(this.decoder.embedding(id), t * D);
+    const seed = deriveSeed(s.seed, run.label);
+    if (s.init.kind === 'randn') {
+      const normal = normalStream(seed);
+      for (const t of lay.free) for (let i = 0; i < D; i++) x[t * D + i] = normal();
+    } else {
+      const uniform = uniformStream(seed);
+      const ids = s.init.kind === 'tokens' ? s.init.ids : lay.free.map(() => this.normalIds[Math.floor(uniform() * this.normalIds.length)]!);
+      lay.free.forEach((t, i) => x.set(this.decoder.embedding(ids[i % ids.length]!), t * D));
+    }
+    return x;
+  }
+
+  private randomSequence(run: SelectionRun, draw: number, s: VisualizeSettings, lay: Layout): number[] {
+    const uniform = uniformStream(deriveSeed(s.seed, `${run.label}|random|${draw}`));
+    return Array.from({ length: lay.T }, (_, t) => lay.fixed.get(t) ?? this.normalIds[Math.floor(uniform() * this.normalIds.length)]!);
+  }
+
+  /** The objective graph's activation for real token sequences (null rows are skipped). */
+  private async activationOf(seqs: (number[] | null)[], feeds: { x: Float32Array; l1: Float32Array; lin: Float32Array; C: Float32Array; report: Float32Array }, shape: { B: number; T: number }): Promise<(number | null)[]> {
+    const D = this.runner.config.dim;
+    const x = new Float32Array(shape.B * shape.T * D);
+    seqs.forEach((ids, b) => ids?.forEach((id, t) => x.set(this.decoder.embedding(id), (b * shape.T + t) * D)));
+    const res = await this.runner.objective(this.lastRange!, this.lastHook!, { ...feeds, x }, shape);
+    return seqs.map((ids, b) => (ids ? res.act[b]! : null));
+  }
+
+  private lastRange: BlockRange | null = null;
+  private lastHook: Hook | null = null;
+
+  private async baselines(
+    runs: SelectionRun[],
+    _weights: ObjectiveWeights[],
+    s: VisualizeSettings,
+    lay: Layout,
+    F: number,
+    feeds: { x: Float32Array; l1: Float32Array; lin: Float32Array; C: Float32Array; report: Float32Array },
+    shape: { B: number; T: number },
+    top1: (number[] | null)[],
+  ): Promise<(Baseline | null)[]> {
+    if (s.hook !== 'resid') return runs.map(() => null);
+    const D = this.runner.config.dim;
+    const out: (Baseline | null)[] = runs.map((r, b) => {
+      if (r.features.all || r.features.indices.length !== 1 || F !== D) return null;
+      const unit = new Float64Array(D);
+      unit[r.features.indices[0]!] = 1;
+      const tokens = topIndices(this.decoder.scores(unit, 'pinv'), s.topk);
+      const mine = top1[b];
+      const agreement = mine ? lay.free.filter((t) => mine[t] === tokens[0]).length / lay.free.length : 0;
+      return { kind: 'skip-connection', tokens, tokens_text: tokens.map((id) => this.text([id])), agreement, activation: null };
+    });
+    const seqs = out.map((bl) => (bl ? Array.from({ length: lay.T }, (_, t) => lay.fixed.get(t) ?? bl.tokens[0]!) : null));
+    if (seqs.some((x) => x)) {
+      const acts = await this.activationOf(seqs, feeds, shape);
+      out.forEach((bl, b) => bl && (bl.activation = acts[b]!));
+    }
+    return out;
+  }
+
+  /** Entry for one settings set: remembers which range/hook the verification graph uses. */
+  async visualize(req: VisualizeRequest): Promise<RunResult[]> {
+    this.lastRange = req.settings.blocks;
+    this.lastHook = req.settings.hook;
+    return this.run(req);
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
+/** The settings as stored with every result, enough to reproduce it. */
+export function settingsRecord(s: VisualizeSettings): Record<string, unknown> {
+  return {
+    tokens: s.tokens,
+    steps: s.steps,
+    lr: s.lr,
+    lr_end: s.lrEnd,
+    optimizer: s.optimizer,
+    objective: s.objective.direction ? 'direction' : s.objective.kind,
+    C: s.objective.C,
+    topk: s.topk,
+    decode: s.decode,
+    init: s.init.kind === 'tokens' ? `tokens:${s.init.ids.join(',')}` : s.init.kind,
+    prefix: s.prefix,
+    suffix: s.suffix,
+    bos: s.bos,
+    seed: s.seed,
+    random_draws: s.randomDraws,
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * One normalised description of a model, whatever file it came from. Readers in src/formats produce raw metadata;
+ * the loaders in load.ts map it onto this, and the block code in llama.ts / gpt2.ts reads only this.
+ */
+export type Architecture = 'llama' | 'gpt2';
+
+/** Which dimensions RoPE rotates together: llama2.c and GGUF use (2i, 2i+1); Hugging Face Llama uses (i, i + d/2). */
+export type RopePairing = 'interleaved' | 'half';
+
+/** Llama 3.1-style frequency scaling (`rope_scaling.rope_type == "llama3"`). */
+export interface Llama3RopeScaling {
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+export interface ModelConfig {
+  arch: Architecture;
+  dim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  ffnDim: number;
+  vocabSize: number;
+  normEps: number;
+  maxSeqLen: number;
+  tiedHead: boolean;
+  /** Llama family only. */
+  ropeTheta: number;
+  ropePairing: RopePairing;
+  ropeScaling: Llama3RopeScaling | null;
+  /** Qwen2 adds biases to the q/k/v projections. */
+  qkvBias: boolean;
+}
+
+/** The three hooks every architecture exposes, with the same meaning (see README). */
+export const HOOKS = ['resid', 'mlp', 'attn'] as const;
+export type Hook = (typeof HOOKS)[number];
+
+/** Width of a hook's output. */
+export function hookWidth(cfg: ModelConfig, hook: Hook): number {
+  return hook === 'mlp' ? cfg.ffnDim : cfg.dim;
+}
+
+/** Angular frequency of each rotated pair, with Llama 3 scaling when configured. */
+export function ropeFrequencies(cfg: ModelConfig): Float64Array {
+  const half = cfg.headDim / 2;
+  const freqs = Float64Array.from({ length: half }, (_, i) => Math.pow(cfg.ropeTheta, (-2 * i) / cfg.headDim));
+  const s = cfg.ropeScaling;
+  if (!s) return freqs;
+  // Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate smoothly in between.
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  return freqs.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < highWavelen) return f;
+    if (wavelen > lowWavelen) return f / s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    return (1 - smooth) * (f / s.factor) + smooth * f;
+  });
+}
