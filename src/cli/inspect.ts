@@ -1,5 +1,5 @@
-import { openModel } from './common.js';
-import { MODEL_FLAGS } from './common.js';
+import { headIsTied } from '../models/load.js';
+import { MODEL_FLAGS, openModel } from './common.js';
 import { printJson, type Command } from './command.js';
 
 export const inspectCommand: Command = {
@@ -24,7 +24,7 @@ export const inspectCommand: Command = {
       context_length: c.maxSeqLen,
       stored_dtype: m.storedDtype,
       tokenizer: m.tokenizer?.kind ?? null,
-      tied_head: c.tiedHead,
+      tied_head: headIsTied(m),
       rope: { theta: c.ropeTheta, pairing: c.ropePairing, scaling: c.ropeScaling },
       norm_eps: c.normEps,
     });

@@ -2,7 +2,7 @@
  * Opens a checkpoint, whatever its format, as one LoadedModel: a normalised config, the tensors under GGUF-style
  * names (located, not read) and the tokenizer that belongs to it. Nothing here reads weight bytes.
  */
-import { existsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { readGguf, type GgufFile } from '../formats/gguf.js';
@@ -179,6 +179,32 @@ function checkTensors(m: LoadedModel): void {
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new UserError(`${m.path}: tensor ${name} has shape [${t.shape}], config implies [${shape}]`);
     }
+  }
+}
+
+/**
+ * Whether the output head is the embedding table: no separate head, or a separate head holding the same bytes (as
+ * llama.cpp's converters write for tied models). Compared in chunks, so untied heads stop at the first difference.
+ */
+export function headIsTied(m: LoadedModel): boolean {
+  if (m.config.tiedHead) return true;
+  const a = m.tensors.get('output.weight');
+  const b = m.tensors.get('token_embd.weight');
+  if (!a || !b || a.nbytes !== b.nbytes || a.dtype !== b.dtype) return false;
+  const chunk = 1 << 20;
+  const [fa, fb] = [openSync(a.file, 'r'), openSync(b.file, 'r')];
+  try {
+    const [ba, bb] = [Buffer.alloc(chunk), Buffer.alloc(chunk)];
+    for (let pos = 0; pos < a.nbytes; pos += chunk) {
+      const n = Math.min(chunk, a.nbytes - pos);
+      readSync(fa, ba, 0, n, a.offset + pos);
+      readSync(fb, bb, 0, n, b.offset + pos);
+      if (!ba.subarray(0, n).equals(bb.subarray(0, n))) return false;
+    }
+    return true;
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
   }
 }
 
