@@ -6,8 +6,9 @@ import { forwardCommand } from './forward.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { tokenizeCommand } from './tokenize.js';
+import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand];
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand];
 
 function help(): string {
   const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];

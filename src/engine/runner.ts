@@ -11,8 +11,10 @@ import { hookWidth, HOOKS, type Hook } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
 import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
 import { GraphSession, type SessionSettings } from './session.js';
-import { externalFolderFor, WeightBinder, type F32Location } from './weights.js';
-import type { StoredTensor } from '../formats/types.js';
+import { mkdirSync, realpathSync } from 'node:fs';
+import path from 'node:path';
+import { WeightCache } from './weight-cache.js';
+import { commonAncestor, WeightBinder } from './weights.js';
 
 export interface Hidden {
   /** [B, T, F] */
@@ -20,11 +22,6 @@ export interface Hidden {
   data: Float32Array;
 }
 
-/** Where float32 bytes of a tensor are; F32 tensors are used in place (converted dtypes come with the next issue). */
-function locateF32(t: StoredTensor): F32Location {
-  if (t.dtype !== 'F32') throw new UserError(`${t.file}: tensor ${t.name} is ${t.dtype}; only F32 weights are supported yet`);
-  return { file: t.file, offset: t.offset, length: t.nbytes };
-}
 
 export interface ObjectiveFeeds {
   x: Float32Array;
@@ -43,12 +40,22 @@ export interface ObjectiveResult {
 export class ModelRunner {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
   private readonly folder: string;
+  private readonly cache: WeightCache;
 
   constructor(
     readonly model: LoadedModel,
-    readonly settings: SessionSettings = {},
+    readonly settings: SessionSettings & { cacheDir?: string } = {},
   ) {
-    this.folder = externalFolderFor(new Set([...model.tensors.values()].map((t) => locateF32(t).file)));
+    // F32 tensors are bound in place; others are converted once into the weight cache, on first use. The external-data
+    // folder must hold both, so it is their common ancestor (decided without converting anything).
+    this.cache = new WeightCache(settings.cacheDir);
+    const tensors = [...model.tensors.values()];
+    const dirs = new Set(tensors.filter((t) => t.dtype === 'F32').map((t) => path.dirname(realpathSync(t.file))));
+    if (tensors.some((t) => t.dtype !== 'F32')) {
+      mkdirSync(this.cache.dir, { recursive: true });
+      dirs.add(realpathSync(this.cache.dir));
+    }
+    this.folder = commonAncestor([...dirs]);
   }
 
   get config() {
@@ -78,7 +85,7 @@ export class ModelRunner {
     let s = this.sessions.get(key);
     if (!s) {
       const g = new Graph({ float: 'float32' });
-      const binder = new WeightBinder(g, this.model.tensors, locateF32, this.folder);
+      const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder);
       build(g, binder);
       s = GraphSession.create(g, { ...this.settings, externalFolder: this.folder });
       this.sessions.set(key, s);

@@ -8,10 +8,9 @@ import type { Value } from '../graph/value.js';
  * onnxruntime resolves every external-data `location` against ONE folder per session, refuses `..` and absolute paths,
  * and resolves symlinks first. So bind weights against the deepest common ancestor of the files' real paths, and name
  * each tensor by its real path relative to that folder (this also covers Hugging Face cache snapshots, whose files are
- * symlinks into ../../blobs).
+ * symlinks into ../../blobs). `dirs` are real (symlink-free) absolute folders.
  */
-export function externalFolderFor(files: Iterable<string>): string {
-  const dirs = [...new Set([...files].map((f) => path.dirname(realpathSync(f))))];
+export function commonAncestor(dirs: string[]): string {
   if (dirs.length === 0) return '/';
   let common = dirs[0]!.split(path.sep);
   for (const d of dirs.slice(1)) {

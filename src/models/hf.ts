@@ -79,7 +79,8 @@ function readShardedCheckpoint(dir: string, indexPath: string): Stored {
     throw new UserError(`${indexPath}: weight_map is missing or not an object`);
   }
   const entries = Object.entries(weightMap as Record<string, unknown>);
-  const shardNames = [...new Set(entries.map(([name, file]) => checkShardName(indexPath, name, file)))];
+  // Sorted so that reading order, and so any error message, does not depend on the index's key order.
+  const shardNames = [...new Set(entries.map(([name, file]) => checkShardName(indexPath, name, file)))].sort();
   for (const file of shardNames) {
     // existsSync follows symlinks, so a snapshot link to a blob that was never downloaded counts as missing.
     if (!existsSync(path.join(dir, file))) throw new UserError(`${indexPath}: lists shard ${file}, which does not exist`);

@@ -9,11 +9,13 @@ import { readGguf, type GgufFile } from '../formats/gguf.js';
 import { readLlama2c } from '../formats/llama2c.js';
 import type { StoredTensor } from '../formats/types.js';
 import { readLlama2cTokenizer } from '../tokenizers/llama2c.js';
+import { readTokenizerJson } from '../tokenizers/hf.js';
 import { tokenizerFromGguf } from '../tokenizers/sentencepiece.js';
+import { loadHfFolder } from './hf.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { ModelConfig } from './config.js';
 
-export type SourceFormat = 'gguf' | 'llama2c';
+export type SourceFormat = 'gguf' | 'llama2c' | 'hf';
 
 export interface LoadedModel {
   /** The path the user gave. */
@@ -34,20 +36,37 @@ export interface LoadOptions {
 
 export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(modelPath)) throw new UserError(`${modelPath}: no such file or directory`);
-  if (statSync(modelPath).isDirectory()) {
-    throw new UserError(`${modelPath}: is a directory; expected a .gguf or llama2.c .bin checkpoint`);
-  }
+  if (statSync(modelPath).isDirectory()) return loadHf(modelPath, opts.tokenizer);
   const format = detectFormat(modelPath);
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
-  if (opts.tokenizer && format === 'gguf') model.tokenizer = readLlama2cTokenizer(opts.tokenizer, model.config.vocabSize);
+  if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
   checkTensors(model);
   return model;
+}
+
+/** An explicit tokenizer: tokenizer.json (Hugging Face) or a llama2.c tokenizer.bin. */
+function readTokenizerFile(p: string, vocabSize: number): Tokenizer {
+  return p.endsWith('.json') ? readTokenizerJson(p) : readLlama2cTokenizer(p, vocabSize);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hugging Face folder
+
+function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
+  const hf = loadHfFolder(dir);
+  const jsonPath = path.join(dir, 'tokenizer.json');
+  const tokenizer = tokenizerPath
+    ? readTokenizerFile(tokenizerPath, hf.config.vocabSize)
+    : hf.hasTokenizerJson
+      ? readTokenizerJson(jsonPath)
+      : null;
+  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype };
 }
 
 function detectFormat(p: string): SourceFormat {
   if (p.endsWith('.gguf')) return 'gguf';
   if (p.endsWith('.bin')) return 'llama2c';
-  throw new UserError(`${p}: unknown checkpoint format (expected .gguf or a llama2.c .bin)`);
+  throw new UserError(`${p}: unknown checkpoint format (expected a .gguf file, a llama2.c .bin, or a Hugging Face folder)`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+import { readFileSync } from 'node:fs';
+import { UserError } from '../errors.js';
+import { DECODE_MODES, type DecodeMode } from '../features/decode.js';
+import { decoderFor } from '../features/embeddings.js';
+import { OBJECTIVES, type ObjectiveKind } from '../features/objective.js';
+import { DEFAULT_SETTINGS, Visualizer, type InitKind, type RunResult, type VisualizeSettings } from '../features/visualize.js';
+import { HOOKS, type Hook } from '../models/config.js';
+import type { Tokenizer } from '../tokenizers/types.js';
+import { optNumber, optString, parseBlockRange, requireString, type ParsedFlags } from './args.js';
+import { MODEL_FLAGS, openRunner, requireTokenizer } from './common.js';
+import { printJson, type Command } from './command.js';
+
+function oneOf<T extends string>(flags: ParsedFlags, name: string, allowed: readonly T[], fallback: T): T {
+  const v = optString(flags, name) ?? fallback;
+  if (!(allowed as readonly string[]).includes(v)) throw new UserError(`--${name}: "${v}" is not one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
+/** A direction vector from JSON (an array of numbers) or .npy (little-endian float32/float64, 1-D). */
+export function readDirection(path: string): Float32Array {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    throw new UserError(`--direction: ${path}: cannot read the file`);
+  }
+  if (path.endsWith('.npy')) {
+    if (bytes.subarray(0, 6).toString('latin1') !== '\x93NUMPY') throw new UserError(`--direction: ${path}: not a .npy file`);
+    const major = bytes[6]!;
+    const headerLen = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
+    const start = (major === 1 ? 10 : 12) + headerLen;
+    const header = bytes.subarray(major === 1 ? 10 : 12, start).toString('latin1');
+    const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+    const shape = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]?.split(',').filter((s) => s.trim() !== '').map(Number);
+    if (/'fortran_order':\s*True/.test(header)) throw new UserError(`--direction: ${path}: Fortran-ordered arrays are not supported`);
+    if (!shape || shape.length !== 1) throw new UserError(`--direction: ${path}: expected a 1-D array, got shape (${shape?.join(', ') ?? '?'})`);
+    const n = shape[0]!;
+    const body = bytes.subarray(start);
+    if (descr === '<f4' && body.length >= n * 4) return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + n * 4));
+    if (descr === '<f8' && body.length >= n * 8) return Float32Array.from(new Float64Array(body.buffer.slice(body.byteOffset, body.byteOffset + n * 8)));
+    throw new UserError(`--direction: ${path}: unsupported dtype ${descr} or truncated data`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new UserError(`--direction: ${path}: not valid JSON (expected an array of numbers)`);
+  }
+  if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
+    throw new UserError(`--direction: ${path}: expected a non-empty array of finite numbers`);
+  }
+  return Float32Array.from(parsed as number[]);
+}
+
+function parseInit(spec: string, tokenizer: Tokenizer | null): InitKind {
+  if (spec === 'randn') return { kind: 'randn' };
+  if (spec === 'random-tokens') return { kind: 'random-tokens' };
+  if (spec.startsWith('tokens:')) {
+    if (!tokenizer) throw new UserError('--init: tokens:TEXT needs a tokenizer');
+    const ids = tokenizer.encode(spec.slice(7));
+    if (ids.length === 0) throw new UserError('--init: tokens:TEXT encodes to no tokens');
+    return { kind: 'tokens', ids };
+  }
+  throw new UserError(`--init: "${spec}" is not one of randn, random-tokens, tokens:TEXT`);
+}
+
+export const visualizeCommand: Command = {
+  name: 'visualize',
+  summary: 'optimise input embeddings to drive a feature; decode them to tokens and verify',
+  usage:
+    'llm-features visualize --model PATH --blocks A-B --select "[:, :, F]" [--hook resid|mlp|attn] [--tokens N] [--steps N]\n' +
+    '  [--lr X] [--lr-end X] [--optimizer sgd|adam] [--objective l1|sum|max] [--C X] [--direction FILE] [--topk K]\n' +
+    '  [--decode pinv|nearest-cosine|nearest-l2] [--init randn|random-tokens|tokens:TEXT] [--prefix TEXT] [--suffix TEXT]\n' +
+    '  [--bos] [--seed S] [--batch N] [--json]',
+  flags: {
+    ...MODEL_FLAGS,
+    blocks: 'string',
+    select: 'string',
+    hook: 'string',
+    tokens: 'int',
+    steps: 'int',
+    lr: 'number',
+    'lr-end': 'number',
+    optimizer: 'string',
+    objective: 'string',
+    C: 'number',
+    direction: 'string',
+    topk: 'int',
+    decode: 'string',
+    init: 'string',
+    prefix: 'string',
+    suffix: 'string',
+    bos: 'bool',
+    seed: 'int',
+    batch: 'int',
+    'random-draws': 'int',
+    json: 'bool',
+  },
+  async run(flags) {
+    const blocks = parseBlockRange(requireString(flags, 'blocks'));
+    const select = requireString(flags, 'select');
+    const hook = oneOf<Hook>(flags, 'hook', HOOKS, 'resid');
+    const runner = openRunner(flags);
+    const tokenizer = runner.model.tokenizer;
+    const encode = (name: string) => {
+      const text = optString(flags, name);
+      return text === undefined ? [] : requireTokenizer(runner.model).encode(text);
+    };
+    const d = DEFAULT_SETTINGS;
+    const direction = optString(flags, 'direction');
+    const settings: VisualizeSettings = {
+      blocks,
+      hook,
+      tokens: optNumber(flags, 'tokens', d.tokens, { min: 1, max: 4096 }),
+      steps: optNumber(flags, 'steps', d.steps, { min: 0, max: 1_000_000 }),
+      lr: optNumber(flags, 'lr', d.lr),
+      lrEnd: optNumber(flags, 'lr-end', d.lrEnd),
+      optimizer: oneOf(flags, 'optimizer', ['sgd', 'adam'] as const, d.optimizer),
+      objective: {
+        kind: oneOf<ObjectiveKind>(flags, 'objective', OBJECTIVES, d.objective.kind),
+        C: optNumber(flags, 'C', d.objective.C),
+        ...(direction ? { direction: readDirection(direction) } : {}),
+      },
+      topk: optNumber(flags, 'topk', d.topk, { min: 1, max: 100 }),
+      decode: oneOf<DecodeMode>(flags, 'decode', DECODE_MODES, d.decode),
+      init: parseInit(optString(flags, 'init') ?? 'randn', tokenizer),
+      prefix: encode('prefix'),
+      suffix: encode('suffix'),
+      bos: flags.bos === true,
+      seed: optNumber(flags, 'seed', d.seed),
+      batch: optNumber(flags, 'batch', d.batch, { min: 1, max: 1024 }),
+      randomDraws: optNumber(flags, 'random-draws', d.randomDraws, { min: 0, max: 1000 }),
+    };
+    const visualizer = new Visualizer(runner, tokenizer, decoderFor(runner.model));
+    const progress = process.stderr.isTTY
+      ? (done: number, total: number) => process.stderr.write(`\r${bar(done, total)} ${done}/${total} runs${done === total ? '\n' : ''}`)
+      : undefined;
+    const runs = await visualizer.visualize({ select, settings, onProgress: progress });
+    await runner.close();
+    if (flags.json) {
+      printJson({ model: { path: runner.model.path, format: runner.model.format, architecture: runner.config.arch }, runs });
+      return;
+    }
+    for (const r of runs) process.stdout.write(formatRun(r));
+  },
+};
+
+function bar(done: number, total: number): string {
+  const width = 30;
+  const filled = Math.round((done / total) * width);
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
+}
+
+const fmt = (x: number | null) => (x === null ? 'n/a' : x.toFixed(3));
+
+/** Text mode: the selection, the top-k rows as the tokenizer decodes them, and the activations. */
+export function formatRun(r: RunResult): string {
+  const lines = [`${r.select}  blocks ${r.blocks[0]}-${r.blocks[1]}  hook ${r.hook}  ${r.status}${r.error ? `: ${r.error}` : ''}`];
+  r.topk_text.forEach((text, i) => lines.push(`  top${i + 1}: ${JSON.stringify(text)}`));
+  if (r.status === 'ok') {
+    lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}`);
+    lines.push(`  activation: continuous ${fmt(r.activation.continuous)}  decoded ${fmt(r.activation.decoded)}  random ${fmt(r.activation.random)}`);
+    lines.push(`  objective: ${fmt(r.objective.initial)} → ${fmt(r.objective.final)}`);
+  }
+  if (r.baseline) {
+    lines.push(`  skip-connection baseline: ${JSON.stringify(r.baseline.tokens_text[0])} (agrees at ${(r.baseline.agreement * 100).toFixed(0)}% of positions, activation ${fmt(r.baseline.activation)})`);
+  }
+  return lines.join('\n') + '\n\n';
+}
