@@ -13,6 +13,7 @@ import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } 
 import { GraphSession, type SessionSettings } from './session.js';
 import { mkdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
+import { activationBytes, checkMemory, estimate } from './memory.js';
 import { WeightCache } from './weight-cache.js';
 import { commonAncestor, WeightBinder } from './weights.js';
 
@@ -80,19 +81,50 @@ export class ModelRunner {
     }
   }
 
-  /** A graph over this model's weights; `build` wires inputs and outputs. */
-  private session(key: string, build: (g: Graph, w: Weights) => void): Promise<GraphSession> {
+  /**
+   * A graph over this model's weights; `build` wires inputs and outputs. Before anything is converted or mapped, the
+   * request's memory is estimated from the tensors the graph binds and refused if it cannot fit.
+   */
+  private session(key: string, build: (g: Graph, w: Weights) => void, request?: { range: BlockRange | null; B: number; T: number }): Promise<GraphSession> {
     let s = this.sessions.get(key);
     if (!s) {
       const g = new Graph({ float: 'float32' });
       const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder);
       build(g, binder);
+      if (request) this.checkMemory(binder.boundNames(), request);
+      binder.materialize();
       s = GraphSession.create(g, { ...this.settings, externalFolder: this.folder });
       this.sessions.set(key, s);
       // A failed creation must not poison the cache.
       s.catch(() => this.sessions.delete(key));
     }
     return s;
+  }
+
+  private checkMemory(bound: string[], req: { range: BlockRange | null; B: number; T: number }): void {
+    const cfg = this.config;
+    const bytesOf = (names: string[]) => {
+      let all = 0;
+      let matrices = 0;
+      for (const n of names) {
+        const t = this.model.tensors.get(n)!;
+        const b = 4 * t.shape.reduce((x, y) => x * y, 1);
+        all += b;
+        if (t.shape.length === 2) matrices += b;
+      }
+      return { all, matrices };
+    };
+    const prepack = !this.settings.lowMemory;
+    const [a, b] = req.range ?? [1, cfg.nLayers];
+    const layerOf = (n: string) => Number(/^(?:blk|h)\.(\d+)\./.exec(n)?.[1] ?? -1);
+    const totalFor = (blocks: number) => {
+      const names = bound.filter((n) => layerOf(n) < a - 1 + blocks);
+      const w = bytesOf(names);
+      return estimate(w.all, w.matrices, activationBytes(cfg, blocks, req.B, req.T), prepack).total;
+    };
+    const w = bytesOf(bound);
+    const est = estimate(w.all, w.matrices, activationBytes(cfg, b - a + 1, req.B, req.T), prepack);
+    checkMemory(req.range ? `--blocks ${a}-${b}` : this.model.path, est, req.range, req.range ? totalFor : undefined);
   }
 
   /** Hook output of block B after applying blocks A..B directly to the token embeddings of `ids` ([B, T]). */
@@ -104,7 +136,7 @@ export class ModelRunner {
     const session = await this.session(`hidden|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
       const x = this.embedIds(g, w, B, T);
       g.output(runBlocks(g, this.config, w, x, range, hook), 'out');
-    });
+    }, { range, B, T });
     const out = await session.run({ ids: toInt64(ids) });
     return { shape: [B, T, hookWidth(this.config, hook)], data: out.out as Float32Array };
   }
@@ -134,7 +166,7 @@ export class ModelRunner {
       g.output(loss, 'loss');
       g.output(reduceSum(mul(report, O), [1, 2]), 'act');
       g.output(grad(loss, [x])[0]!, 'grad');
-    });
+    }, { range, B, T });
     const out = await session.run({ ...feeds });
     return { loss: out.loss as Float32Array, act: out.act as Float32Array, grad: out.grad as Float32Array };
   }
@@ -157,7 +189,7 @@ export class ModelRunner {
     const [B, T] = [ids.length, ids[0]!.length];
     const session = await this.session(`logits|${B}|${T}`, (g, w) => {
       g.output(fullLogits(g, this.config, w, this.embedIds(g, w, B, T)), 'out');
-    });
+    }, { range: null, B, T });
     const out = await session.run({ ids: toInt64(ids) });
     return { shape: [B, T, this.config.vocabSize], data: out.out as Float32Array };
   }
@@ -171,7 +203,7 @@ export class ModelRunner {
       const x = this.embedIds(g, w, 1, length);
       const pos = g.input('pos', [1], { dtype: 'int64' });
       g.output(fullLogits(g, this.config, w, x, pos), 'out');
-    });
+    }, { range: null, B: 1, T: length });
     const padded = [...ids, ...Array(length - ids.length).fill(0)];
     const out = await session.run({ ids: toInt64([padded]), pos: BigInt64Array.from([BigInt(position)]) });
     return out.out as Float32Array;

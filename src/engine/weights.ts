@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { StoredTensor } from '../formats/types.js';
-import type { Graph } from '../graph/graph.js';
+import type { ExternalLocation, Graph } from '../graph/graph.js';
 import type { Value } from '../graph/value.js';
 
 /**
@@ -36,6 +36,7 @@ export interface F32Location {
 export class WeightBinder {
   private readonly bound = new Map<string, Value>();
   private readonly realFiles = new Map<string, string>();
+  private readonly pending: [StoredTensor, ExternalLocation][] = [];
 
   constructor(
     private readonly graph: Graph,
@@ -53,16 +54,29 @@ export class WeightBinder {
     if (cached) return cached;
     const t = this.tensors.get(name);
     if (!t) throw new Error(`weight ${name} is missing from the checkpoint`);
-    const loc = this.locate(t);
-    let real = this.realFiles.get(loc.file);
-    if (!real) {
-      real = realpathSync(loc.file);
-      this.realFiles.set(loc.file, real);
-    }
-    const v = this.graph.weight(name, t.shape, { location: path.relative(this.folder, real), offset: loc.offset, length: loc.length });
+    // The location is filled in by materialize(), after the memory check: converting a tensor is the expensive part.
+    const loc = { location: '', offset: 0, length: 0 };
+    const v = this.graph.weight(name, t.shape, loc);
     this.bound.set(name, v);
+    this.pending.push([t, loc]);
     return v;
   };
+
+  /** Locate (converting if needed) every bound tensor and point its initializer at the bytes. */
+  materialize(): void {
+    for (const [t, loc] of this.pending) {
+      const found = this.locate(t);
+      let real = this.realFiles.get(found.file);
+      if (!real) {
+        real = realpathSync(found.file);
+        this.realFiles.set(found.file, real);
+      }
+      loc.location = path.relative(this.folder, real);
+      loc.offset = found.offset;
+      loc.length = found.length;
+    }
+    this.pending.length = 0;
+  }
 
   optional = (name: string): Value | null => (this.tensors.has(name) ? this.get(name) : null);
 

@@ -52,6 +52,7 @@ export class Graph {
   taping = true;
   private counter = 0;
   private readonly constCache = new Map<string, Value>();
+  private readonly external = new Map<O.ITensorProto, ExternalLocation>();
 
   constructor(opts: { float?: 'float32' | 'float64' } = {}) {
     this.float = opts.float ?? 'float32';
@@ -88,12 +89,9 @@ export class Graph {
       if (source.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`weight ${name}: data length does not match shape`);
       t.rawData = new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
     } else {
+      // Read at serialisation: callers may fill the location in after building (see WeightBinder.materialize).
       t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-      t.externalData = [
-        { key: 'location', value: source.location },
-        { key: 'offset', value: String(source.offset) },
-        { key: 'length', value: String(source.length) },
-      ];
+      this.external.set(t, source);
     }
     this.initializers.push(t);
     const v = new Value(this, name, [...shape], 'float32', false);
@@ -167,6 +165,14 @@ export class Graph {
 
   /** Serialise to an ONNX model (IR 8, opset 18 + com.microsoft 1). */
   toModel(): O.ModelProto {
+    for (const [t, loc] of this.external) {
+      if (loc.length <= 0 || loc.location === '') throw new Error(`weight ${t.name}: external location was never set`);
+      t.externalData = [
+        { key: 'location', value: loc.location },
+        { key: 'offset', value: String(loc.offset) },
+        { key: 'length', value: String(loc.length) },
+      ];
+    }
     const valueInfo = (v: Value, name = v.name): O.IValueInfoProto => ({
       name,
       type: { tensorType: { elemType: ONNX_TYPE[v.dtype], shape: { dim: v.shape.map((d) => ({ dimValue: d })) } } },
