@@ -1,4 +1,7 @@
-import { headIsTied } from '../models/load.js';
+import { identityRate, typicalNeighbourCosine } from '../features/decode.js';
+import { decoderFor } from '../features/embeddings.js';
+import { normalTokenIds } from '../features/visualize.js';
+import { headIsTied, type LoadedModel } from '../models/load.js';
 import { MODEL_FLAGS, openModel } from './common.js';
 import { printJson, type Command } from './command.js';
 
@@ -27,6 +30,30 @@ export const inspectCommand: Command = {
       tied_head: headIsTied(m),
       rope: { theta: c.ropeTheta, pairing: c.ropePairing, scaling: c.ropeScaling },
       norm_eps: c.normEps,
+      decoder: decoderChecks(m),
     });
   },
 };
+
+/**
+ * How well the embedding table decodes: the share of normal tokens whose own embedding pinv-decodes back to themselves,
+ * and the median over normal tokens of the largest cosine to another normal token. Sampled for large vocabularies.
+ */
+function decoderChecks(m: LoadedModel): Record<string, unknown> {
+  const V = m.config.vocabSize;
+  const ids = normalTokenIds(m.tokenizer, V);
+  try {
+    const decoder = decoderFor(m);
+    const id = identityRate(decoder, ids);
+    const nn = typicalNeighbourCosine(decoder, ids);
+    return {
+      identity_rate: id.rate,
+      tokens_checked: id.total,
+      identity_failures: id.failures.length,
+      sampled: id.sampled,
+      nearest_neighbour_cosine_median: nn.median,
+    };
+  } catch (e) {
+    return { error: e instanceof Error ? e.message : String(e) };
+  }
+}

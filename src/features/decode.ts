@@ -6,6 +6,7 @@
  * (EᵀE)⁻¹ is cached, computed in float64; decoding a position then costs one d × d and one V × d product.
  */
 import { UserError } from '../errors.js';
+import { uniformStream } from '../util/random.js';
 
 export type DecodeMode = 'pinv' | 'nearest-cosine' | 'nearest-l2';
 export const DECODE_MODES: readonly DecodeMode[] = ['pinv', 'nearest-cosine', 'nearest-l2'];
@@ -172,4 +173,106 @@ export function topIndices(scores: ArrayLike<number>, k: number): number[] {
     }
   }
   return best;
+}
+
+/** Vocabularies (id lists) larger than this are checked on a seeded random sample instead of every id. */
+export const FULL_CHECK_LIMIT = 4096;
+/** Sample size for the checks below when the id list exceeds FULL_CHECK_LIMIT. */
+export const CHECK_SAMPLE = 2048;
+
+export interface CheckOptions {
+  /** Seed of the sample drawn for large id lists (default 0). */
+  seed?: number;
+}
+
+/** The ids to check: all of them, or a seeded sample of CHECK_SAMPLE (sorted) when there are more than FULL_CHECK_LIMIT. */
+function checkedIds(ids: number[], seed: number): { ids: number[]; sampled: boolean } {
+  if (ids.length <= FULL_CHECK_LIMIT) return { ids: ids.slice(), sampled: false };
+  const u = uniformStream(seed);
+  const pool = ids.slice();
+  for (let i = 0; i < CHECK_SAMPLE; i++) {
+    const j = i + Math.floor(u() * (pool.length - i));
+    const t = pool[i]!;
+    pool[i] = pool[j]!;
+    pool[j] = t;
+  }
+  return { ids: pool.slice(0, CHECK_SAMPLE).sort((a, b) => a - b), sampled: true };
+}
+
+/**
+ * The share of `ids` whose own stored embedding decodes back to themselves under the pinv decode (argmax over the whole
+ * vocabulary, ties to the lower id as in `topk`). `failures` lists the ids that decode to another token.
+ * For more than FULL_CHECK_LIMIT ids a seeded sample of CHECK_SAMPLE is checked (`sampled: true`, `total` = sample size).
+ */
+export function identityRate(
+  decoder: Decoder,
+  ids: number[],
+  opts: CheckOptions = {},
+): { rate: number; total: number; failures: number[]; sampled: boolean } {
+  const { data, vocab: V, dim: d } = decoder.table;
+  const { ids: check, sampled } = checkedIds(ids, opts.seed ?? 0);
+  const Gi = decoder.inverseGram();
+  const q = new Float64Array(d);
+  const failures: number[] = [];
+  for (const v of check) {
+    // q = (EᵀE)⁻¹ E[v]; the pinv coefficient of token u is E[u]·q.
+    for (let i = 0; i < d; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += Gi[i * d + j]! * data[v * d + j]!;
+      q[i] = s;
+    }
+    let best = -1;
+    let bestScore = -Infinity;
+    for (let u = 0; u < V; u++) {
+      let dot = 0;
+      const base = u * d;
+      for (let i = 0; i < d; i++) dot += data[base + i]! * q[i]!;
+      if (dot > bestScore) {
+        bestScore = dot;
+        best = u;
+      }
+    }
+    if (best !== v) failures.push(v);
+  }
+  const total = check.length;
+  return { rate: total === 0 ? NaN : (total - failures.length) / total, total, failures, sampled };
+}
+
+/**
+ * For each token of `ids`, the largest cosine between its stored embedding and that of any other token of `ids`;
+ * the median and mean of those maxima. For more than FULL_CHECK_LIMIT ids the maxima are taken for a seeded sample of
+ * CHECK_SAMPLE tokens (each still compared against all of `ids`).
+ */
+export function typicalNeighbourCosine(
+  decoder: Decoder,
+  ids: number[],
+  opts: CheckOptions = {},
+): { median: number; mean: number; sampled: boolean } {
+  const { data, dim: d } = decoder.table;
+  const { ids: check, sampled } = checkedIds(ids, opts.seed ?? 0);
+  const norm = (v: number): number => {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += data[v * d + i]! ** 2;
+    return Math.sqrt(s);
+  };
+  const norms = new Map<number, number>();
+  for (const v of ids) norms.set(v, norm(v));
+  const maxima: number[] = [];
+  for (const v of check) {
+    let best = -Infinity;
+    const nv = norms.get(v)!;
+    for (const u of ids) {
+      if (u === v) continue;
+      let dot = 0;
+      for (let i = 0; i < d; i++) dot += data[v * d + i]! * data[u * d + i]!;
+      const c = dot / (nv * norms.get(u)! || 1);
+      if (c > best) best = c;
+    }
+    if (best > -Infinity) maxima.push(best);
+  }
+  if (maxima.length === 0) return { median: NaN, mean: NaN, sampled };
+  maxima.sort((a, b) => a - b);
+  const m = maxima.length;
+  const median = m % 2 === 1 ? maxima[(m - 1) / 2]! : (maxima[m / 2 - 1]! + maxima[m / 2]!) / 2;
+  return { median, mean: maxima.reduce((a, b) => a + b, 0) / m, sampled };
 }
