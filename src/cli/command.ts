@@ -7,6 +7,8 @@ export interface Command {
   usage: string;
   flags: FlagSpec;
   run(flags: ParsedFlags): Promise<void>;
+  /** Commands with subcommands (`atlas build`, `atlas compare`) dispatch on the first argument instead. */
+  subcommands?: Command[];
 }
 
 export function printJson(value: unknown): void {

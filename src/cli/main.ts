@@ -24,8 +24,15 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(help());
     return name ? 0 : 2;
   }
-  const command = COMMANDS.find((c) => c.name === name);
+  let command = COMMANDS.find((c) => c.name === name);
   if (!command) throw new UserError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
+  if (command.subcommands) {
+    const subs = command.subcommands;
+    const sub = subs.find((c) => c.name === rest[0]);
+    if (!sub) throw new UserError(`${name}: expected a subcommand (${subs.map((c) => c.name).join(', ')})${rest[0] ? `, got "${rest[0]}"` : ''}`);
+    command = { ...sub, name: `${name} ${sub.name}` };
+    rest.shift();
+  }
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`${command.usage}\n\nflags: ${Object.keys(command.flags).map((f) => `--${f}`).join(' ')}\n`);
     return 0;
