@@ -158,7 +158,7 @@ export function formatRun(r: RunResult): string {
   const lines = [`${r.select}  blocks ${r.blocks[0]}-${r.blocks[1]}  hook ${r.hook}  ${r.status}${r.error ? `: ${r.error}` : ''}`];
   r.topk_text.forEach((text, i) => lines.push(`  top${i + 1}: ${JSON.stringify(text)}`));
   if (r.status === 'ok') {
-    lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}`);
+    lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}  (typical nearest-neighbour cosine ${r.cosine_scale.toFixed(2)})`);
     lines.push(`  activation: continuous ${fmt(r.activation.continuous)}  decoded ${fmt(r.activation.decoded)}  random ${fmt(r.activation.random)}`);
     lines.push(`  objective: ${fmt(r.objective.initial)} → ${fmt(r.objective.final)}`);
   }

@@ -183,20 +183,22 @@ export const CHECK_SAMPLE = 2048;
 export interface CheckOptions {
   /** Seed of the sample drawn for large id lists (default 0). */
   seed?: number;
+  /** How many ids to check when the list is large (default CHECK_SAMPLE). */
+  sample?: number;
 }
 
 /** The ids to check: all of them, or a seeded sample of CHECK_SAMPLE (sorted) when there are more than FULL_CHECK_LIMIT. */
-function checkedIds(ids: number[], seed: number): { ids: number[]; sampled: boolean } {
-  if (ids.length <= FULL_CHECK_LIMIT) return { ids: ids.slice(), sampled: false };
+function checkedIds(ids: number[], seed: number, sample = CHECK_SAMPLE): { ids: number[]; sampled: boolean } {
+  if (ids.length <= Math.max(FULL_CHECK_LIMIT, sample)) return { ids: ids.slice(), sampled: false };
   const u = uniformStream(seed);
   const pool = ids.slice();
-  for (let i = 0; i < CHECK_SAMPLE; i++) {
+  for (let i = 0; i < sample; i++) {
     const j = i + Math.floor(u() * (pool.length - i));
     const t = pool[i]!;
     pool[i] = pool[j]!;
     pool[j] = t;
   }
-  return { ids: pool.slice(0, CHECK_SAMPLE).sort((a, b) => a - b), sampled: true };
+  return { ids: pool.slice(0, sample).sort((a, b) => a - b), sampled: true };
 }
 
 /**
@@ -210,7 +212,7 @@ export function identityRate(
   opts: CheckOptions = {},
 ): { rate: number; total: number; failures: number[]; sampled: boolean } {
   const { data, vocab: V, dim: d } = decoder.table;
-  const { ids: check, sampled } = checkedIds(ids, opts.seed ?? 0);
+  const { ids: check, sampled } = checkedIds(ids, opts.seed ?? 0, opts.sample);
   const Gi = decoder.inverseGram();
   const q = new Float64Array(d);
   const failures: number[] = [];
@@ -249,7 +251,7 @@ export function typicalNeighbourCosine(
   opts: CheckOptions = {},
 ): { median: number; mean: number; sampled: boolean } {
   const { data, dim: d } = decoder.table;
-  const { ids: check, sampled } = checkedIds(ids, opts.seed ?? 0);
+  const { ids: check, sampled } = checkedIds(ids, opts.seed ?? 0, opts.sample);
   const norm = (v: number): number => {
     let s = 0;
     for (let i = 0; i < d; i++) s += data[v * d + i]! ** 2;

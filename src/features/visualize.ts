@@ -12,7 +12,7 @@ import { hookWidth } from '../models/config.js';
 import type { BlockRange } from '../models/transformer.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
-import { Decoder, topIndices, type DecodeMode } from './decode.js';
+import { Decoder, topIndices, typicalNeighbourCosine, type DecodeMode } from './decode.js';
 import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
 import { expandSelection, type SelectionRun } from './selection.js';
 
@@ -74,6 +74,12 @@ export interface RunResult {
   topk_text: string[];
   /** Per position: cosine between the optimised embedding and the top-1 token's embedding. */
   cosine: number[];
+  /**
+   * For scale: the model's typical (median) nearest-neighbour cosine between real token embeddings, byte-fallback and
+   * special tokens excluded (they are near-duplicates). A decode cosine far below it means the optimum is not near any
+   * real token.
+   */
+  cosine_scale: number;
   activation: { continuous: number | null; decoded: number | null; random: number | null };
   objective: { initial: number | null; final: number | null };
   baseline: Baseline | null;
@@ -144,6 +150,14 @@ export class Visualizer {
   ) {
     this.decoder = decoder;
     this.normalIds = normalTokenIds(tokenizer, runner.config.vocabSize);
+  }
+
+  private scale: number | null = null;
+
+  /** Median nearest-neighbour cosine among normal tokens (a sample of 256 for large vocabularies), computed once. */
+  cosineScale(): number {
+    this.scale ??= typicalNeighbourCosine(this.decoder, this.normalIds, { sample: 256 }).median;
+    return this.scale;
   }
 
   private text(ids: number[]): string {
@@ -277,6 +291,7 @@ export class Visualizer {
         topk,
         topk_text: topk.map((row) => this.text(row)),
         cosine: ok ? d!.cos : [],
+        cosine_scale: this.cosineScale(),
         activation: {
           continuous: ok ? final.act[b]! : null,
           decoded: ok ? decodedAct[b]! : null,
