@@ -94,6 +94,8 @@ test('Llama 2 tokenizer.bin: 32000 tokens, "Hello world" → [15043, 3186]', () 
   assert.equal(llama2.vocabSize, 32000);
   assert.deepEqual(llama2.encode('Hello world'), [15043, 3186]);
   assert.deepEqual(llama2.encode('Hello world', { bos: true }), [1, 15043, 3186]);
+  // A piece holding only U+FEFF must survive reading (a default TextDecoder strips a leading byte-order mark).
+  assert.equal(llama2.piece(30143), '\uFEFF');
   assert.equal(llama2.decode([1, 15043, 3186, 2]), 'Hello world');
 });
 

@@ -6,10 +6,11 @@ import { attributeCommand } from './attribute.js';
 import { forwardCommand } from './forward.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { randomModelCommand } from './random-model.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand];
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, randomModelCommand];
 
 function help(): string {
   const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];

@@ -50,8 +50,8 @@ export class BinaryReader {
   private buf: Buffer = Buffer.alloc(0);
   /** File offset of buf[0]; the buffer holds [bufStart, bufStart + buf.length). */
   private bufStart = 0;
-  private readonly decoder = new TextDecoder('utf-8', { fatal: true });
-  private readonly lenientDecoder = new TextDecoder('utf-8');
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  private readonly lenientDecoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
   private constructor(path: string, fd: number, size: number) {
     this.path = path;

@@ -55,11 +55,16 @@ function readTokenizerFile(p: string, vocabSize: number): Tokenizer {
 function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
   const hf = loadHfFolder(dir);
   const jsonPath = path.join(dir, 'tokenizer.json');
+  // Without a tokenizer.json, a llama2.c tokenizer.bin in the folder (as `random-model` writes for SentencePiece
+  // vocabularies that came from a GGUF or llama2.c checkpoint) is the folder's tokenizer.
+  const binPath = path.join(dir, 'tokenizer.bin');
   const tokenizer = tokenizerPath
     ? readTokenizerFile(tokenizerPath, hf.config.vocabSize)
     : hf.hasTokenizerJson
       ? readTokenizerJson(jsonPath)
-      : null;
+      : existsSync(binPath)
+        ? readLlama2cTokenizer(binPath, hf.config.vocabSize)
+        : null;
   return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype };
 }
 

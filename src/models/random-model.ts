@@ -1,0 +1,405 @@
+/**
+ * An untrained control model: the architecture and tokenizer of an existing checkpoint with freshly initialised
+ * weights, written as a Hugging Face folder (config.json + model.safetensors in F32 + the tokenizer) that every
+ * command opens like any other model. Feature visualizations of the control show what the architecture and the
+ * tokenizer alone produce, before any training.
+ *
+ * Initialisation (the one GPT-2 and llama2.c use, `initializer_range` 0.02 in transformers): every linear weight,
+ * the token embedding table (the model's own, never the source's) and GPT-2's position table ~ N(0, 0.02²); every
+ * norm weight 1; every bias (q/k/v biases, GPT-2's linear and LayerNorm biases) 0. GPT-2's residual projections are
+ * NOT scaled by 1/√(2·layers) as in transformers' GPT-2 init — one rule for everything keeps the control simple.
+ *
+ * Each tensor draws from its own stream, seeded from (seed, tensor name), so a tensor's values depend only on the
+ * seed and its name: the same seed gives a byte-identical model.safetensors, whatever else changes.
+ *
+ * The weights are streamed to disk chunk by chunk; the source's weights are never read (only compared, for a head
+ * stored separately, to learn whether it is tied).
+ */
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { float32Chunks, writeSafetensors, type TensorSource } from '../formats/safetensors-write.js';
+import { readLlama2cTokenizer } from '../tokenizers/llama2c.js';
+import { SentencePieceTokenizer, TokenType } from '../tokenizers/sentencepiece.js';
+import type { Tokenizer } from '../tokenizers/types.js';
+import { deriveSeed, normalStream } from '../util/random.js';
+import type { ModelConfig } from './config.js';
+import { headIsTied, type LoadedModel } from './load.js';
+
+/** Standard deviation of every randomly initialised tensor (transformers' `initializer_range` default). */
+export const INIT_STD = 0.02;
+
+export type Init = { kind: 'normal'; std: number } | { kind: 'constant'; value: number };
+
+/** One tensor of the output checkpoint: its Hugging Face name, shape and initialisation. */
+export interface PlannedTensor {
+  name: string;
+  shape: number[];
+  init: Init;
+}
+
+export interface RandomModelOptions {
+  /** Base seed (0 .. 2^32-1); default 0. */
+  seed?: number;
+  /** Standard deviation of the normal initialisation; default INIT_STD. */
+  std?: number;
+  /**
+   * The file the source's tokenizer was read from when the user named one explicitly (`--tokenizer`); otherwise the
+   * tokenizer is found from the source itself (a Hugging Face folder's tokenizer.json).
+   */
+  tokenizerPath?: string;
+}
+
+export interface RandomModelSummary {
+  /** The folder written. */
+  out: string;
+  /** config.json's `architectures[0]`. */
+  architecture: string;
+  seed: number;
+  std: number;
+  tensors: number;
+  parameters: number;
+  /** Size of model.safetensors. */
+  bytes: number;
+  /** The tokenizer file written, or null when the source has none. */
+  tokenizer: 'tokenizer.json' | 'tokenizer.bin' | null;
+  /** Every file in the folder, sorted. */
+  files: string[];
+  tiedHead: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What to write
+
+/**
+ * The source's config as the output will have it: the head tied when the source's is (including a separately stored
+ * head with the embedding's bytes, as llama.cpp writes for tied models), so the control has no extra parameters.
+ *
+ * RoPE: GGUF and llama2.c checkpoints pair dimensions (2i, 2i+1) ('interleaved'); a Hugging Face folder is read back
+ * with rotate-half pairing (i, i + d/2), which is the HF convention the output follows. For trained weights that
+ * difference requires permuting q/k; for freshly random weights no permutation exists to preserve — the two pairings
+ * are the same architecture up to a fixed permutation of q/k rows, under which N(0, σ²) weights are equally likely.
+ */
+export function outputConfig(like: LoadedModel): ModelConfig {
+  const tied = like.config.arch === 'gpt2' || headIsTied(like);
+  return { ...like.config, tiedHead: tied, ropePairing: 'half' };
+}
+
+/** Every tensor the Hugging Face loader (hf.ts) expects for this config, by HF name, in checkpoint order. */
+export function randomModelPlan(c: ModelConfig, std = INIT_STD): PlannedTensor[] {
+  const normal: Init = { kind: 'normal', std };
+  const ones: Init = { kind: 'constant', value: 1 };
+  const zeros: Init = { kind: 'constant', value: 0 };
+  const plan: PlannedTensor[] = [];
+  const add = (name: string, shape: number[], init: Init) => plan.push({ name, shape, init });
+  if (c.arch === 'gpt2') {
+    const d = c.dim;
+    const f = c.ffnDim;
+    add('wte.weight', [c.vocabSize, d], normal);
+    add('wpe.weight', [c.maxSeqLen, d], normal);
+    for (let i = 0; i < c.nLayers; i++) {
+      const h = `h.${i}.`;
+      // Conv1D weights are stored [in, out].
+      add(h + 'ln_1.weight', [d], ones);
+      add(h + 'ln_1.bias', [d], zeros);
+      add(h + 'attn.c_attn.weight', [d, 3 * d], normal);
+      add(h + 'attn.c_attn.bias', [3 * d], zeros);
+      add(h + 'attn.c_proj.weight', [d, d], normal);
+      add(h + 'attn.c_proj.bias', [d], zeros);
+      add(h + 'ln_2.weight', [d], ones);
+      add(h + 'ln_2.bias', [d], zeros);
+      add(h + 'mlp.c_fc.weight', [d, f], normal);
+      add(h + 'mlp.c_fc.bias', [f], zeros);
+      add(h + 'mlp.c_proj.weight', [f, d], normal);
+      add(h + 'mlp.c_proj.bias', [d], zeros);
+    }
+    add('ln_f.weight', [d], ones);
+    add('ln_f.bias', [d], zeros);
+    return plan;
+  }
+  const q = c.nHeads * c.headDim;
+  const kv = c.nKvHeads * c.headDim;
+  add('model.embed_tokens.weight', [c.vocabSize, c.dim], normal);
+  for (let i = 0; i < c.nLayers; i++) {
+    const l = `model.layers.${i}.`;
+    add(l + 'input_layernorm.weight', [c.dim], ones);
+    add(l + 'self_attn.q_proj.weight', [q, c.dim], normal);
+    add(l + 'self_attn.k_proj.weight', [kv, c.dim], normal);
+    add(l + 'self_attn.v_proj.weight', [kv, c.dim], normal);
+    if (c.qkvBias) {
+      add(l + 'self_attn.q_proj.bias', [q], zeros);
+      add(l + 'self_attn.k_proj.bias', [kv], zeros);
+      add(l + 'self_attn.v_proj.bias', [kv], zeros);
+    }
+    add(l + 'self_attn.o_proj.weight', [c.dim, q], normal);
+    add(l + 'post_attention_layernorm.weight', [c.dim], ones);
+    add(l + 'mlp.gate_proj.weight', [c.ffnDim, c.dim], normal);
+    add(l + 'mlp.up_proj.weight', [c.ffnDim, c.dim], normal);
+    add(l + 'mlp.down_proj.weight', [c.dim, c.ffnDim], normal);
+  }
+  add('model.norm.weight', [c.dim], ones);
+  if (!c.tiedHead) add('lm_head.weight', [c.vocabSize, c.dim], normal);
+  return plan;
+}
+
+/**
+ * config.json for the config: exactly the fields hf.ts reads back (plus the ones transformers needs to open the same
+ * folder). Llama-family models are written as LlamaForCausalLM (Mistral too: the engine ignores sliding windows), or
+ * as Qwen2ForCausalLM when q/k/v have biases; GPT-2 as GPT2LMHeadModel.
+ */
+export function hfConfigJson(c: ModelConfig, tokenizer: Tokenizer | null, std = INIT_STD): Record<string, unknown> {
+  const special = { bos_token_id: tokenizer?.bosId ?? null, eos_token_id: tokenizer?.eosId ?? null };
+  if (c.arch === 'gpt2') {
+    return {
+      architectures: ['GPT2LMHeadModel'],
+      model_type: 'gpt2',
+      n_embd: c.dim,
+      n_head: c.nHeads,
+      n_layer: c.nLayers,
+      n_inner: c.ffnDim,
+      n_positions: c.maxSeqLen,
+      n_ctx: c.maxSeqLen,
+      vocab_size: c.vocabSize,
+      layer_norm_epsilon: c.normEps,
+      activation_function: 'gelu_new',
+      scale_attn_weights: true,
+      tie_word_embeddings: true,
+      initializer_range: std,
+      ...special,
+      torch_dtype: 'float32',
+    };
+  }
+  const qwen = c.qkvBias;
+  const s = c.ropeScaling;
+  return {
+    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: qwen ? 'qwen2' : 'llama',
+    hidden_size: c.dim,
+    intermediate_size: c.ffnDim,
+    num_hidden_layers: c.nLayers,
+    num_attention_heads: c.nHeads,
+    num_key_value_heads: c.nKvHeads,
+    head_dim: c.headDim,
+    hidden_act: 'silu',
+    max_position_embeddings: c.maxSeqLen,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: s
+      ? {
+          rope_type: 'llama3',
+          factor: s.factor,
+          low_freq_factor: s.lowFreqFactor,
+          high_freq_factor: s.highFreqFactor,
+          original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+        }
+      : null,
+    ...(qwen ? { use_sliding_window: false } : { attention_bias: false, mlp_bias: false }),
+    tie_word_embeddings: c.tiedHead,
+    vocab_size: c.vocabSize,
+    initializer_range: std,
+    ...special,
+    torch_dtype: 'float32',
+  };
+}
+
+/** The plan as safetensors sources: each tensor's values from its own seeded stream, generated as they are written. */
+export function randomTensorSources(plan: readonly PlannedTensor[], seed: number): TensorSource[] {
+  return plan.map((t) => ({
+    name: t.name,
+    dtype: 'F32',
+    shape: t.shape,
+    chunks: () => {
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      const init = t.init;
+      if (init.kind === 'constant') return float32Chunks(count, () => init.value);
+      const normal = normalStream(deriveSeed(seed, t.name));
+      return float32Chunks(count, () => init.std * normal());
+    },
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing the folder
+
+/**
+ * Writes the control model for `like` into `out`, which must not exist or be an empty directory. Everything is
+ * written into a sibling temporary folder (`out.tmp-XXXXXX`) that is renamed to `out` only once complete, so a
+ * failure leaves nothing at `out` (the temporary folder is removed too).
+ */
+export function writeRandomModel(like: LoadedModel, out: string, opts: RandomModelOptions = {}): RandomModelSummary {
+  const seed = opts.seed ?? 0;
+  const std = opts.std ?? INIT_STD;
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UserError(`--seed: must be an integer in 0..4294967295, got ${seed}`);
+  if (!(std > 0 && Number.isFinite(std))) throw new UserError(`std must be a positive number, got ${std}`);
+  checkOut(out);
+
+  const config = outputConfig(like);
+  const plan = randomModelPlan(config, std);
+  checkAgainstSource(like, plan);
+
+  const target = path.resolve(out);
+  // mkdir (not mkdtemp, which makes it 0700) so the folder gets the usual permissions under the user's umask.
+  const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    mkdirSync(path.dirname(target), { recursive: true });
+    mkdirSync(tmp);
+  } catch (e) {
+    throw new UserError(`--out: cannot create ${out} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  try {
+    const tokenizer = writeTokenizer(like, tmp, opts.tokenizerPath);
+    const configJson = hfConfigJson(config, like.tokenizer, std);
+    writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(configJson, null, 2) + '\n');
+    const metadata = { format: 'pt', 'llm_features.init': `random: normal(0, ${std}) linear and embedding weights, norms 1, biases 0`, 'llm_features.seed': String(seed) };
+    const written = writeSafetensors(path.join(tmp, 'model.safetensors'), randomTensorSources(plan, seed), metadata);
+    const files = readdirSync(tmp).sort();
+    // rename(2) replaces an empty directory on POSIX but not on Windows; the emptiness was checked above.
+    if (existsSync(target)) rmdirSync(target);
+    renameSync(tmp, target);
+    return {
+      out,
+      architecture: (configJson.architectures as string[])[0]!,
+      seed,
+      std,
+      tensors: plan.length,
+      parameters: plan.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0),
+      bytes: written.bytes,
+      tokenizer,
+      files,
+      tiedHead: config.tiedHead,
+    };
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    if (e instanceof UserError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code) throw new UserError(`--out: cannot write ${out} (${code})`);
+    throw e;
+  }
+}
+
+/** `out` may not exist yet, or be an empty directory; anything else is refused before any work is done. */
+function checkOut(out: string): void {
+  if (!existsSync(out)) return;
+  if (!statSync(out).isDirectory()) throw new UserError(`--out: ${out} exists and is not a directory`);
+  if (readdirSync(out).length > 0) throw new UserError(`--out: ${out} exists and is not empty`);
+}
+
+/**
+ * The plan is built from the config alone; every source tensor of the same role must have the same shape (a
+ * mismatch would be a bug in the plan, not bad input).
+ */
+function checkAgainstSource(like: LoadedModel, plan: PlannedTensor[]): void {
+  for (const t of plan) {
+    const src = like.tensors.get(sourceName(like.config, t.name));
+    if (src && src.shape.join(',') !== t.shape.join(',')) {
+      throw new Error(`random-model: planned ${t.name} [${t.shape}] but ${like.path} stores [${src.shape}]`);
+    }
+  }
+}
+
+/** LoadedModel.tensors keys: GGUF-style names for the Llama family, GPT-2's own (unprefixed) names for GPT-2. */
+function sourceName(c: ModelConfig, hfName: string): string {
+  if (c.arch === 'gpt2') return hfName;
+  const fixed: Record<string, string> = {
+    'model.embed_tokens.weight': 'token_embd.weight',
+    'model.norm.weight': 'output_norm.weight',
+    'lm_head.weight': 'output.weight',
+  };
+  if (fixed[hfName]) return fixed[hfName];
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
+  const part: Record<string, string> = {
+    'input_layernorm.weight': 'attn_norm.weight',
+    'self_attn.q_proj.weight': 'attn_q.weight',
+    'self_attn.k_proj.weight': 'attn_k.weight',
+    'self_attn.v_proj.weight': 'attn_v.weight',
+    'self_attn.q_proj.bias': 'attn_q.bias',
+    'self_attn.k_proj.bias': 'attn_k.bias',
+    'self_attn.v_proj.bias': 'attn_v.bias',
+    'self_attn.o_proj.weight': 'attn_output.weight',
+    'post_attention_layernorm.weight': 'ffn_norm.weight',
+    'mlp.gate_proj.weight': 'ffn_gate.weight',
+    'mlp.up_proj.weight': 'ffn_up.weight',
+    'mlp.down_proj.weight': 'ffn_down.weight',
+  };
+  return m && part[m[2]!] ? `blk.${m[1]}.${part[m[2]!]}` : hfName;
+}
+
+/**
+ * Carries the source's tokenizer into `dir`: a tokenizer.json is copied (with the tokenizer_config.json and
+ * special_tokens_map.json beside it, for transformers); a SentencePiece vocabulary (GGUF metadata or a llama2.c
+ * tokenizer.bin) is written as tokenizer.bin, which load.ts reads from a folder without tokenizer.json.
+ */
+function writeTokenizer(like: LoadedModel, dir: string, explicitPath?: string): RandomModelSummary['tokenizer'] {
+  const tok = like.tokenizer;
+  if (!tok) return null;
+  if (tok instanceof SentencePieceTokenizer) {
+    const file = path.join(dir, 'tokenizer.bin');
+    writeLlama2cTokenizer(file, tok);
+    checkTokenizerRoundTrip(like, tok, file);
+    return 'tokenizer.bin';
+  }
+  if (tok.kind === 'tokenizer.json') {
+    const src = explicitPath ?? (like.format === 'hf' ? path.join(like.path, 'tokenizer.json') : undefined);
+    if (!src || !existsSync(src)) throw new UserError(`${like.path}: cannot find the tokenizer.json file to copy`);
+    copyFileSync(src, path.join(dir, 'tokenizer.json'));
+    for (const extra of ['tokenizer_config.json', 'special_tokens_map.json']) {
+      const p = path.join(path.dirname(src), extra);
+      if (existsSync(p)) copyFileSync(p, path.join(dir, extra));
+    }
+    return 'tokenizer.json';
+  }
+  throw new UserError(`${like.path}: its tokenizer (${tok.kind}) cannot be written into a model folder`);
+}
+
+/**
+ * llama2.c's tokenizer.bin, spelled as its tokenizer.py writes it: i32 max_token_length, then per token f32 score,
+ * i32 byte length, UTF-8 bytes; '▁' as ' ', BOS/EOS (ids 1 and 2) as "\n<s>\n" / "\n</s>\n". readLlama2cTokenizer
+ * undoes exactly this spelling.
+ */
+export function writeLlama2cTokenizer(file: string, tok: SentencePieceTokenizer): void {
+  const records: Buffer[] = [];
+  let maxLen = 1;
+  for (let id = 0; id < tok.vocabSize; id++) {
+    const { piece, score } = tok.info(id);
+    let spelled = piece.replaceAll('\u2581', ' ');
+    if (id === 1 && piece === '<s>') spelled = '\n<s>\n';
+    if (id === 2 && piece === '</s>') spelled = '\n</s>\n';
+    const bytes = Buffer.from(spelled, 'utf8');
+    maxLen = Math.max(maxLen, bytes.length);
+    const head = Buffer.alloc(8);
+    head.writeFloatLE(score, 0);
+    head.writeInt32LE(bytes.length, 4);
+    records.push(head, bytes);
+  }
+  const first = Buffer.alloc(4);
+  first.writeInt32LE(maxLen, 0);
+  writeFileSync(file, Buffer.concat([first, ...records]));
+}
+
+/** What a token type means to SentencePieceTokenizer: normal and user-defined pieces behave alike, as do control and unused. */
+function role(type: number): string {
+  if (type === TokenType.NORMAL || type === TokenType.USER_DEFINED) return 'text';
+  if (type === TokenType.CONTROL || type === TokenType.UNUSED) return 'control';
+  return type === TokenType.BYTE ? 'byte' : type === TokenType.UNKNOWN ? 'unknown' : `type ${type}`;
+}
+
+/**
+ * tokenizer.bin stores no token types and fixes BOS/EOS at ids 1/2 (types are inferred from the pieces on reading),
+ * so not every SentencePiece vocabulary survives it. Read the file back and refuse rather than ship a tokenizer that
+ * encodes differently from the source's.
+ */
+function checkTokenizerRoundTrip(like: LoadedModel, tok: SentencePieceTokenizer, file: string): void {
+  const back = readLlama2cTokenizer(file, like.config.vocabSize);
+  const fail = (why: string): never => {
+    throw new UserError(`${like.path}: its tokenizer cannot be carried as a llama2.c tokenizer.bin (${why})`);
+  };
+  if (back.vocabSize !== tok.vocabSize) fail(`${tok.vocabSize} tokens, the model has ${like.config.vocabSize}`);
+  if (back.bosId !== tok.bosId || back.eosId !== tok.eosId) fail(`BOS/EOS are ${tok.bosId}/${tok.eosId}, tokenizer.bin fixes them at 1/2`);
+  for (let id = 0; id < tok.vocabSize; id++) {
+    const [a, b] = [tok.info(id), back.info(id)];
+    if (a.piece !== b.piece || role(a.type) !== role(b.type) || Math.fround(a.score) !== b.score) {
+      fail(`token ${id} ${JSON.stringify(a.piece)} (type ${a.type}) reads back as ${JSON.stringify(b.piece)} (type ${b.type})`);
+    }
+  }
+}
