@@ -2,6 +2,7 @@
 import { UserError } from '../errors.js';
 import { parseFlags } from './args.js';
 import type { Command } from './command.js';
+import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
 import { forwardCommand } from './forward.js';
 import { generateCommand } from './generate.js';
@@ -10,7 +11,7 @@ import { randomModelCommand } from './random-model.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, randomModelCommand];
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, randomModelCommand, atlasCommand];
 
 function help(): string {
   const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];

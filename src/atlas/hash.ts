@@ -1,0 +1,66 @@
+/**
+ * Models are identified by content, not path: the SHA-256 of the checkpoint file (what `sha256sum` prints), or for a
+ * Hugging Face folder the SHA-256 of its sorted "name<TAB>sha256" lines over config.json and the weight files.
+ * Hashing a large checkpoint takes a while, so each file's hash is remembered by real path, size and mtime.
+ */
+import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import type { LoadedModel } from '../models/load.js';
+import type { Atlas } from './store.js';
+import { sha256Hex } from './canonical.js';
+
+/** SHA-256 of a file's bytes, read in chunks. */
+export function hashFile(file: string): string {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(16 << 20);
+  const fd = openSync(file, 'r');
+  try {
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}
+
+/** The files whose bytes define the model. */
+export function modelFiles(model: LoadedModel): string[] {
+  const files = new Set<string>();
+  for (const t of model.tensors.values()) files.add(realpathSync(t.file));
+  if (model.format === 'hf') files.add(realpathSync(path.join(model.path, 'config.json')));
+  return [...files].sort();
+}
+
+export interface FileHashCache {
+  cachedFileHash(file: string, size: number, mtimeNs: string): string | undefined;
+  rememberFileHash(file: string, size: number, mtimeNs: string, hash: string): void;
+}
+
+/** A file's hash, from the cache when its size and mtime are unchanged. */
+export function fileHash(file: string, cache?: FileHashCache, onHash?: (file: string, bytes: number) => void): string {
+  const st = statSync(file, { bigint: true });
+  const size = Number(st.size);
+  const mtime = st.mtimeNs.toString();
+  const known = cache?.cachedFileHash(file, size, mtime);
+  if (known) return known;
+  onHash?.(file, size);
+  const hash = hashFile(file);
+  cache?.rememberFileHash(file, size, mtime, hash);
+  return hash;
+}
+
+export function modelHash(model: LoadedModel, cache?: FileHashCache | Atlas, onHash?: (file: string, bytes: number) => void): string {
+  const files = modelFiles(model);
+  const hashes = files.map((f) => fileHash(f, cache, onHash));
+  if (files.length === 1) return hashes[0]!;
+  return sha256Hex(files.map((f, i) => `${path.basename(f)}\t${hashes[i]}\n`).join(''));
+}
+
+/** The name a model is listed under: the basename of the path it was given as. */
+export function modelName(model: LoadedModel): string {
+  return path.basename(path.resolve(model.path));
+}

@@ -1,0 +1,376 @@
+/**
+ * The atlas store: one SQLite file (WAL mode) holding one record per (model, blocks, hook, selection, settings).
+ *
+ * Writers (`atlas build`) insert a whole batch of records in one transaction, so a killed build loses at most its
+ * in-flight batch and never leaves a partial record; the UNIQUE key makes a re-run skip (never duplicate) what is
+ * there. Readers (`compare`, `export`, `ls`, a future server) open the file read-only and, thanks to WAL, can read
+ * while a build writes.
+ */
+import { existsSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { UserError } from '../errors.js';
+import type { RunResult } from '../features/visualize.js';
+import type { Hook } from '../models/config.js';
+import { canonicalJson, sha256Hex } from './canonical.js';
+import type { FileHashCache } from './hash.js';
+import { createSchema, inspectSchema, migrate, RECORD_COLUMNS, SCHEMA_VERSION, singleFeature } from './schema.js';
+
+export interface AtlasModel {
+  hash: string;
+  name: string;
+  format: string | null;
+  architecture: string | null;
+  n_layers: number | null;
+  dim: number | null;
+  vocab: number | null;
+  added_at: string;
+}
+
+/** A stored record: the visualize result (a RunResult) plus where it sits in the atlas. */
+export type AtlasRecord = Omit<RunResult, 'timings' | 'cosine_scale'> & {
+  id: number;
+  model: { hash: string; name: string };
+  /** The feature index when the selection is one feature at all positions (`[:, :, f]`), else null. */
+  feature: number | null;
+  settings_hash: string;
+  created_at: string;
+  /** Absent from records written before visualize reported it. */
+  cosine_scale?: number;
+  /** Null for records migrated from a version-1 atlas, which did not keep timings. */
+  timings: RunResult['timings'] | null;
+};
+
+/** Filters over records; every given field must match. */
+export interface RecordFilter {
+  /** A model name (exact) or a prefix of its hash (4+ hex digits). */
+  model?: string;
+  blocks?: [number, number];
+  hook?: string;
+  /** A prefix of the settings hash. */
+  settings?: string;
+}
+
+/** A set of records sharing model, blocks, hook and settings: what `ls` lists and a server would page through. */
+export interface AtlasGroup {
+  model_hash: string;
+  model_name: string;
+  blocks: [number, number];
+  hook: string;
+  settings_hash: string;
+  records: number;
+  ok: number;
+  failed: number;
+  /** Smallest and largest single-feature index, null when no record is a single feature. */
+  features: [number, number] | null;
+  first_at: string;
+  last_at: string;
+}
+
+interface RecordRow {
+  id: number;
+  model_hash: string;
+  model_name: string;
+  block_a: number;
+  block_b: number;
+  hook: Hook;
+  select_text: string;
+  feature: number | null;
+  settings_hash: string;
+  settings_json: string;
+  status: 'ok' | 'failed';
+  result_json: string;
+  created_at: string;
+}
+
+export interface OpenOptions {
+  /** Read-only (compare, export, ls): the file must exist; an older schema is migrated first, then reopened read-only. */
+  readonly?: boolean;
+}
+
+const BUSY_TIMEOUT_MS = 10_000;
+
+function wrapOpenError(file: string, err: unknown): never {
+  const code = (err as { code?: string }).code;
+  if (code === 'SQLITE_NOTADB') throw new UserError(`${file}: not an SQLite database (expected an llm-features atlas)`);
+  if (code === 'SQLITE_CANTOPEN') throw new UserError(`${file}: cannot open the atlas`);
+  if (code === 'SQLITE_BUSY') throw new UserError(`${file}: the atlas is locked by another process`);
+  if (code === 'SQLITE_READONLY') throw new UserError(`${file}: the atlas is read-only here and needs migrating; open it once where it is writable`);
+  throw err;
+}
+
+export class Atlas implements FileHashCache {
+  private settingsCache = new Map<string, Record<string, unknown>>();
+
+  private constructor(
+    readonly db: Database.Database,
+    readonly file: string,
+    readonly readonly: boolean,
+  ) {}
+
+  static open(file: string, opts: OpenOptions = {}): Atlas {
+    if (opts.readonly) {
+      if (!existsSync(file)) throw new UserError(`${file}: no such atlas`);
+      let db: Database.Database | null = null;
+      try {
+        db = new Database(file, { readonly: true, fileMustExist: true });
+        db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        const info = inspectSchema(db);
+        if (info.kind !== 'atlas') throw new UserError(`${file}: not an llm-features atlas`);
+        if (info.version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${info.version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
+        if (info.version < SCHEMA_VERSION) {
+          db.close();
+          db = null;
+          Atlas.open(file).close();
+          return Atlas.open(file, opts);
+        }
+        return new Atlas(db, file, true);
+      } catch (err) {
+        db?.close();
+        wrapOpenError(file, err);
+      }
+    }
+    let db: Database.Database | null = null;
+    try {
+      db = new Database(file);
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.pragma('journal_mode = WAL');
+      // NORMAL is durable against a killed process in WAL mode (only a power cut can lose the last transactions).
+      db.pragma('synchronous = NORMAL');
+      const d = db;
+      d.transaction(() => {
+        const info = inspectSchema(d);
+        if (info.kind === 'foreign') throw new UserError(`${file}: not an llm-features atlas (the database holds other tables)`);
+        if (info.kind === 'empty') createSchema(d);
+        else if (info.version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${info.version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
+        else if (info.version < SCHEMA_VERSION) migrate(d, info.version);
+      }).immediate();
+      return new Atlas(db, file, false);
+    } catch (err) {
+      db?.close();
+      wrapOpenError(file, err);
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  get schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+
+  // ----- model identity -----------------------------------------------------------------------------------------
+
+  cachedFileHash(file: string, size: number, mtimeNs: string): string | undefined {
+    const row = this.db.prepare('SELECT hash FROM model_files WHERE path = ? AND size = ? AND mtime_ns = ?').get(file, size, mtimeNs) as { hash: string } | undefined;
+    return row?.hash;
+  }
+
+  rememberFileHash(file: string, size: number, mtimeNs: string, hash: string): void {
+    if (this.readonly) return;
+    this.db.prepare('INSERT OR REPLACE INTO model_files (path, size, mtime_ns, hash) VALUES (?, ?, ?, ?)').run(file, size, mtimeNs, hash);
+  }
+
+  /** Add a model (or fill in what an older row lacks); the first name it was seen under stays. */
+  upsertModel(m: Omit<AtlasModel, 'added_at'>): void {
+    this.db
+      .prepare(
+        `INSERT INTO models (hash, name, format, architecture, n_layers, dim, vocab, added_at) VALUES (@hash, @name, @format, @architecture, @n_layers, @dim, @vocab, @added_at)
+         ON CONFLICT (hash) DO UPDATE SET format = coalesce(format, excluded.format), architecture = coalesce(architecture, excluded.architecture),
+           n_layers = coalesce(n_layers, excluded.n_layers), dim = coalesce(dim, excluded.dim), vocab = coalesce(vocab, excluded.vocab)`,
+      )
+      .run({ ...m, added_at: new Date().toISOString() });
+  }
+
+  models(): AtlasModel[] {
+    return this.db.prepare('SELECT * FROM models ORDER BY added_at, hash').all() as AtlasModel[];
+  }
+
+  // ----- settings -------------------------------------------------------------------------------------------------
+
+  /** Store settings (any JSON object; stored canonically) and return their hash. */
+  upsertSettings(settings: Record<string, unknown>): string {
+    const json = canonicalJson(settings);
+    const hash = sha256Hex(json);
+    this.db.prepare('INSERT OR IGNORE INTO settings (hash, json) VALUES (?, ?)').run(hash, json);
+    return hash;
+  }
+
+  settingsOf(hash: string): Record<string, unknown> {
+    let s = this.settingsCache.get(hash);
+    if (!s) {
+      const row = this.db.prepare('SELECT json FROM settings WHERE hash = ?').get(hash) as { json: string } | undefined;
+      if (!row) throw new Error(`atlas: no settings row ${hash}`);
+      s = JSON.parse(row.json) as Record<string, unknown>;
+      this.settingsCache.set(hash, s);
+    }
+    return s;
+  }
+
+  // ----- records --------------------------------------------------------------------------------------------------
+
+  /** Selections already recorded for one (model, blocks, hook, settings). */
+  finishedSelects(modelHash: string, blocks: [number, number], hook: string, settingsHash: string): Set<string> {
+    const rows = this.db
+      .prepare('SELECT select_text FROM records WHERE model_hash = ? AND block_a = ? AND block_b = ? AND hook = ? AND settings_hash = ?')
+      .pluck()
+      .all(modelHash, blocks[0], blocks[1], hook, settingsHash) as string[];
+    return new Set(rows);
+  }
+
+  /**
+   * Insert one batch of results in one transaction: all of them or none. A result whose key is already there (another
+   * build got there first) is skipped. Returns how many were inserted.
+   */
+  insertResults(modelHash: string, settingsHash: string, results: RunResult[]): number {
+    const insert = this.db.prepare(
+      `INSERT INTO records (${RECORD_COLUMNS.join(', ')}) VALUES (${RECORD_COLUMNS.map((c) => '@' + c).join(', ')})
+       ON CONFLICT (model_hash, block_a, block_b, hook, select_text, settings_hash) DO NOTHING`,
+    );
+    const now = new Date().toISOString();
+    return this.db.transaction(() => {
+      let n = 0;
+      for (const r of results) {
+        const { select, blocks, hook, settings: _settings, ...rest } = r;
+        n += insert.run({
+          model_hash: modelHash,
+          block_a: blocks[0],
+          block_b: blocks[1],
+          hook,
+          select_text: select,
+          feature: singleFeature(select),
+          settings_hash: settingsHash,
+          status: r.status,
+          top1_text: r.topk_text[0] ?? null,
+          act_continuous: finiteOrNull(r.activation.continuous),
+          act_decoded: finiteOrNull(r.activation.decoded),
+          act_random: finiteOrNull(r.activation.random),
+          optimize_ms: r.timings.optimize_ms,
+          decode_ms: r.timings.decode_ms,
+          verify_ms: r.timings.verify_ms,
+          result_json: JSON.stringify(rest),
+          created_at: now,
+        }).changes;
+      }
+      return n;
+    }).immediate();
+  }
+
+  private where(filter: RecordFilter): { sql: string; params: unknown[] } {
+    const clauses: string[] = [];
+    const params: unknown[] = [];
+    if (filter.model !== undefined) {
+      const hashes = this.resolveModel(filter.model);
+      clauses.push(`r.model_hash IN (${hashes.map(() => '?').join(', ')})`);
+      params.push(...hashes);
+    }
+    if (filter.blocks) {
+      clauses.push('r.block_a = ? AND r.block_b = ?');
+      params.push(filter.blocks[0], filter.blocks[1]);
+    }
+    if (filter.hook !== undefined) {
+      clauses.push('r.hook = ?');
+      params.push(filter.hook);
+    }
+    if (filter.settings !== undefined) {
+      clauses.push("r.settings_hash LIKE ? || '%'");
+      params.push(filter.settings.toLowerCase());
+    }
+    return { sql: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', params };
+  }
+
+  /** Model hashes a `model=` filter names: an exact name, else a hash prefix of 4+ hex digits. */
+  resolveModel(spec: string): string[] {
+    const byName = this.db.prepare('SELECT hash FROM models WHERE name = ?').pluck().all(spec) as string[];
+    if (byName.length) return byName;
+    if (/^[0-9a-fA-F]{4,64}$/.test(spec)) {
+      const byHash = this.db.prepare("SELECT hash FROM models WHERE hash LIKE ? || '%'").pluck().all(spec.toLowerCase()) as string[];
+      if (byHash.length) return byHash;
+    }
+    const known = this.models().map((m) => `${m.name} (${m.hash.slice(0, 12)})`);
+    throw new UserError(`model=${spec}: no model in the atlas has this name or hash prefix (models: ${known.join(', ') || 'none'})`);
+  }
+
+  count(filter: RecordFilter = {}): number {
+    const w = this.where(filter);
+    return this.db.prepare(`SELECT count(*) FROM records r ${w.sql}`).pluck().get(...w.params) as number;
+  }
+
+  /** Records matching the filter, oldest first, read lazily (so an export of a large atlas streams). */
+  *records(filter: RecordFilter = {}, opts: { afterId?: number; limit?: number } = {}): IterableIterator<AtlasRecord> {
+    const w = this.where(filter);
+    const extra: string[] = [];
+    const params = [...w.params];
+    if (opts.afterId !== undefined) {
+      extra.push(`${w.sql ? 'AND' : 'WHERE'} r.id > ?`);
+      params.push(opts.afterId);
+    }
+    const limit = opts.limit !== undefined ? `LIMIT ${Math.max(0, Math.floor(opts.limit))}` : '';
+    const stmt = this.db.prepare(
+      `SELECT r.id, r.model_hash, m.name AS model_name, r.block_a, r.block_b, r.hook, r.select_text, r.feature, r.settings_hash,
+              s.json AS settings_json, r.status, r.result_json, r.created_at
+       FROM records r JOIN models m ON m.hash = r.model_hash JOIN settings s ON s.hash = r.settings_hash
+       ${w.sql} ${extra.join(' ')} ORDER BY r.id ${limit}`,
+    );
+    for (const row of stmt.iterate(...params) as IterableIterator<RecordRow>) yield this.toRecord(row);
+  }
+
+  /**
+   * One page of a group ordered by feature index, after `afterFeature` (keyset paging on the records_page index):
+   * what a read-only server lists.
+   */
+  page(group: { model_hash: string; blocks: [number, number]; hook: string; settings_hash: string }, afterFeature: number, limit: number): AtlasRecord[] {
+    const rows = this.db
+      .prepare(
+        `SELECT r.id, r.model_hash, m.name AS model_name, r.block_a, r.block_b, r.hook, r.select_text, r.feature, r.settings_hash,
+                s.json AS settings_json, r.status, r.result_json, r.created_at
+         FROM records r JOIN models m ON m.hash = r.model_hash JOIN settings s ON s.hash = r.settings_hash
+         WHERE r.model_hash = ? AND r.block_a = ? AND r.block_b = ? AND r.hook = ? AND r.settings_hash = ? AND r.feature > ?
+         ORDER BY r.feature LIMIT ?`,
+      )
+      .all(group.model_hash, group.blocks[0], group.blocks[1], group.hook, group.settings_hash, afterFeature, limit) as RecordRow[];
+    return rows.map((r) => this.toRecord(r));
+  }
+
+  private toRecord(row: RecordRow): AtlasRecord {
+    if (!this.settingsCache.has(row.settings_hash)) this.settingsCache.set(row.settings_hash, JSON.parse(row.settings_json) as Record<string, unknown>);
+    const result = JSON.parse(row.result_json) as Omit<AtlasRecord, 'id' | 'model' | 'blocks' | 'hook' | 'select' | 'feature' | 'settings_hash' | 'settings' | 'created_at'>;
+    return {
+      id: row.id,
+      model: { hash: row.model_hash, name: row.model_name },
+      blocks: [row.block_a, row.block_b],
+      hook: row.hook,
+      select: row.select_text,
+      feature: row.feature,
+      settings_hash: row.settings_hash,
+      settings: this.settingsCache.get(row.settings_hash)!,
+      created_at: row.created_at,
+      ...result,
+      status: row.status,
+      timings: result.timings ?? null,
+    };
+  }
+
+  groups(filter: RecordFilter = {}): AtlasGroup[] {
+    const w = this.where(filter);
+    const rows = this.db
+      .prepare(
+        `SELECT r.model_hash, m.name AS model_name, r.block_a, r.block_b, r.hook, r.settings_hash, count(*) AS records,
+                sum(r.status = 'ok') AS ok, sum(r.status = 'failed') AS failed, min(r.feature) AS fmin, max(r.feature) AS fmax,
+                min(r.created_at) AS first_at, max(r.created_at) AS last_at
+         FROM records r JOIN models m ON m.hash = r.model_hash ${w.sql}
+         GROUP BY r.model_hash, r.block_a, r.block_b, r.hook, r.settings_hash
+         ORDER BY min(r.id)`,
+      )
+      .all(...w.params) as (Omit<AtlasGroup, 'blocks' | 'features'> & { block_a: number; block_b: number; fmin: number | null; fmax: number | null })[];
+    return rows.map(({ block_a, block_b, fmin, fmax, ...g }) => ({
+      ...g,
+      blocks: [block_a, block_b],
+      features: fmin === null || fmax === null ? null : [fmin, fmax],
+    }));
+  }
+}
+
+function finiteOrNull(x: number | null): number | null {
+  return x !== null && Number.isFinite(x) ? x : null;
+}

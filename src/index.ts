@@ -1,0 +1,26 @@
+/**
+ * llm-features as a library: load a checkpoint, run its blocks, differentiate through them, visualize features.
+ *
+ *   import { loadModel, ModelRunner, Visualizer, decoderFor, DEFAULT_SETTINGS } from 'llm-features';
+ */
+export { UserError } from './errors.js';
+export * as graph from './graph/index.js';
+export { loadModel, headIsTied, type LoadedModel, type LoadOptions, type SourceFormat } from './models/load.js';
+export { HOOKS, hookWidth, type Hook, type ModelConfig } from './models/config.js';
+export type { BlockRange } from './models/transformer.js';
+export type { Tokenizer } from './tokenizers/types.js';
+export type { StoredTensor, StoredDType } from './formats/types.js';
+export { readGguf } from './formats/gguf.js';
+export { readLlama2c } from './formats/llama2c.js';
+export { readSafetensors } from './formats/safetensors.js';
+export { ModelRunner, type Hidden, type ObjectiveFeeds, type ObjectiveResult } from './engine/runner.js';
+export { GraphSession, type SessionSettings } from './engine/session.js';
+export { generate, type GenerateOptions, type Generation } from './engine/generate.js';
+export { expandSelection, parseSelection, selectionMask, type SelectionRun } from './features/selection.js';
+export { objectiveWeights, type ObjectiveKind, type ObjectiveSpec } from './features/objective.js';
+export { Decoder, identityRate, typicalNeighbourCosine, type DecodeMode, type EmbeddingTable } from './features/decode.js';
+export { decoderFor, embeddingTable } from './features/embeddings.js';
+export { Visualizer, DEFAULT_SETTINGS, type RunResult, type VisualizeSettings, type VisualizeRequest } from './features/visualize.js';
+export { attribute, type Attribution } from './features/attribute.js';
+export { writeRandomModel } from './models/random-model.js';
+export * as atlas from './atlas/index.js';

@@ -1,0 +1,17 @@
+// The package entry point works the way a TypeScript user imports it.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as lib from '../src/index.js';
+import { modelPath } from './helpers.js';
+
+test('library entry: load, run a hook, visualize one feature', async () => {
+  const model = lib.loadModel(modelPath('stories260K.gguf'));
+  const runner = new lib.ModelRunner(model);
+  const h = await runner.hidden([[1, 403, 407]], [1, 2], 'mlp');
+  assert.deepEqual(h.shape, [1, 3, 172]);
+  const vis = new lib.Visualizer(runner, model.tokenizer, lib.decoderFor(model));
+  const [run] = await vis.visualize({ select: '[:, :, 1]', settings: { ...lib.DEFAULT_SETTINGS, blocks: [1, 1], hook: 'resid', steps: 20 } });
+  assert.equal(run!.status, 'ok');
+  assert.equal(typeof lib.atlas.Atlas, 'function');
+  await runner.close();
+});
