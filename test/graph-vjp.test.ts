@@ -5,18 +5,7 @@ import { Graph, grad } from '../src/graph/index.js';
 import * as G from '../src/graph/ops.js';
 import type { Value } from '../src/graph/value.js';
 import { GraphSession } from '../src/engine/session.js';
-
-/** Deterministic pseudo-random numbers (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { uniformStream as rng } from '../src/util/random.js';
 
 type Init = (r: () => number) => number;
 const normalish: Init = (r) => 2 * r() - 1;
