@@ -4,14 +4,16 @@ import { parseFlags } from './args.js';
 import type { Command } from './command.js';
 import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
+import { baselineCommand } from './baseline.js';
 import { forwardCommand } from './forward.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
+import { invertCommand } from './invert.js';
 import { randomModelCommand } from './random-model.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, randomModelCommand, atlasCommand];
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand];
 
 function help(): string {
   const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];

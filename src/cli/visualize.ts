@@ -3,14 +3,15 @@ import { UserError } from '../errors.js';
 import { DECODE_MODES, type DecodeMode } from '../features/decode.js';
 import { decoderFor } from '../features/embeddings.js';
 import { OBJECTIVES, type ObjectiveKind } from '../features/objective.js';
+import { DEFAULT_REFINE, REFINE_METHODS, type RefineMethod, type RefineSettings } from '../features/refine.js';
 import { DEFAULT_SETTINGS, Visualizer, type InitKind, type RunResult, type VisualizeSettings } from '../features/visualize.js';
 import { HOOKS, type Hook } from '../models/config.js';
 import type { Tokenizer } from '../tokenizers/types.js';
-import { optNumber, optString, parseBlockRange, requireString, type ParsedFlags } from './args.js';
+import { optNumber, optString, parseBlockRange, parseIds, requireString, type FlagSpec, type ParsedFlags } from './args.js';
 import { MODEL_FLAGS, openRunner, requireTokenizer } from './common.js';
 import { printJson, type Command } from './command.js';
 
-function oneOf<T extends string>(flags: ParsedFlags, name: string, allowed: readonly T[], fallback: T): T {
+export function oneOf<T extends string>(flags: ParsedFlags, name: string, allowed: readonly T[], fallback: T): T {
   const v = optString(flags, name) ?? fallback;
   if (!(allowed as readonly string[]).includes(v)) throw new UserError(`--${name}: "${v}" is not one of ${allowed.join(', ')}`);
   return v as T;
@@ -52,6 +53,68 @@ export function readDirection(path: string): Float32Array {
   return Float32Array.from(parsed as number[]);
 }
 
+/** Flags of discrete refinement, shared by `visualize`, `atlas build` and `invert`. */
+export const REFINE_FLAGS: FlagSpec = {
+  refine: 'string',
+  'refine-steps': 'int',
+  candidates: 'int',
+  'swap-topk': 'int',
+  population: 'int',
+  fluency: 'string',
+  'restart-every': 'int',
+  ban: 'string',
+  printable: 'bool',
+  ascii: 'bool',
+  retokenize: 'bool',
+};
+
+export const REFINE_USAGE =
+  '  [--refine gcg|epo [--refine-steps N] [--candidates N] [--swap-topk K] [--population N] [--fluency MIN,MAX|L1,L2,…]\n' +
+  '   [--restart-every N] [--ban ID,ID,…] [--printable] [--ascii] [--retokenize]]';
+
+/**
+ * Refinement settings from the flags, or null without --refine (then every other refinement flag is refused, so a
+ * forgotten --refine is not silently ignored). `methods` limits --refine (invert: gcg only).
+ */
+export function parseRefineFlags(flags: ParsedFlags, seed: number, methods: readonly RefineMethod[] = REFINE_METHODS): RefineSettings | null {
+  const method = optString(flags, 'refine');
+  if (method === undefined) {
+    const stray = Object.keys(REFINE_FLAGS).find((f) => f !== 'refine' && flags[f] !== undefined);
+    if (stray) throw new UserError(`--${stray}: only with --refine`);
+    return null;
+  }
+  if (!(methods as readonly string[]).includes(method)) throw new UserError(`--refine: "${method}" is not one of ${methods.join(', ')}`);
+  const d = DEFAULT_REFINE;
+  if (method !== 'epo') {
+    const stray = ['population', 'fluency', 'restart-every'].find((f) => flags[f] !== undefined);
+    if (stray) throw new UserError(`--${stray}: only with --refine epo`);
+  }
+  const fluencyText = optString(flags, 'fluency');
+  let fluency = d.fluency;
+  if (fluencyText !== undefined) {
+    fluency = fluencyText.split(',').map((x) => Number(x.trim()));
+    if (fluency.some((x) => !Number.isFinite(x) || x < 0)) throw new UserError(`--fluency: expected non-negative numbers separated by commas, got "${fluencyText}"`);
+  }
+  const ban = optString(flags, 'ban');
+  return {
+    method: method as RefineMethod,
+    steps: optNumber(flags, 'refine-steps', d.steps, { min: 0, max: 100_000 }),
+    candidates: optNumber(flags, 'candidates', d.candidates, { min: 1, max: 4096 }),
+    swapTopk: optNumber(flags, 'swap-topk', d.swapTopk, { min: 1, max: 1_000_000 }),
+    population: optNumber(flags, 'population', d.population, { min: 1, max: 1024 }),
+    fluency,
+    restartEvery: optNumber(flags, 'restart-every', d.restartEvery, { min: 0, max: 1_000_000 }),
+    filter: { ban: ban === undefined ? [] : parseIds(ban, '--ban'), printable: flags.printable === true, ascii: flags.ascii === true },
+    retokenize: flags.retokenize === true,
+    seed,
+  };
+}
+
+/** `--baseline skip-connection|exhaustive`: true when the exhaustive single-token baseline is asked for. */
+export function parseBaselineFlag(flags: ParsedFlags): boolean {
+  return oneOf(flags, 'baseline', ['skip-connection', 'exhaustive'] as const, 'skip-connection') === 'exhaustive';
+}
+
 function parseInit(spec: string, tokenizer: Tokenizer | null): InitKind {
   if (spec === 'randn') return { kind: 'randn' };
   if (spec === 'random-tokens') return { kind: 'random-tokens' };
@@ -71,7 +134,8 @@ export const visualizeCommand: Command = {
     'llm-features visualize --model PATH --blocks A-B --select "[:, :, F]" [--hook resid|mlp|attn] [--tokens N] [--steps N]\n' +
     '  [--lr X] [--lr-end X] [--optimizer sgd|adam] [--objective l1|sum|max] [--C X] [--direction FILE] [--topk K]\n' +
     '  [--decode pinv|nearest-cosine|nearest-l2] [--init randn|random-tokens|tokens:TEXT] [--prefix TEXT] [--suffix TEXT]\n' +
-    '  [--bos] [--seed S] [--batch N] [--json]',
+    '  [--bos] [--seed S] [--batch N] [--random-draws N] [--baseline skip-connection|exhaustive] [--json]\n' +
+    REFINE_USAGE,
   flags: {
     ...MODEL_FLAGS,
     blocks: 'string',
@@ -94,6 +158,8 @@ export const visualizeCommand: Command = {
     seed: 'int',
     batch: 'int',
     'random-draws': 'int',
+    baseline: 'string',
+    ...REFINE_FLAGS,
     json: 'bool',
   },
   async run(flags) {
@@ -108,6 +174,7 @@ export const visualizeCommand: Command = {
     };
     const d = DEFAULT_SETTINGS;
     const direction = optString(flags, 'direction');
+    const seed = optNumber(flags, 'seed', d.seed);
     const settings: VisualizeSettings = {
       blocks,
       hook,
@@ -127,9 +194,11 @@ export const visualizeCommand: Command = {
       prefix: encode('prefix'),
       suffix: encode('suffix'),
       bos: flags.bos === true,
-      seed: optNumber(flags, 'seed', d.seed),
+      seed,
       batch: optNumber(flags, 'batch', d.batch, { min: 1, max: 1024 }),
       randomDraws: optNumber(flags, 'random-draws', d.randomDraws, { min: 0, max: 1000 }),
+      refine: parseRefineFlags(flags, seed),
+      exhaustive: parseBaselineFlag(flags),
     };
     const visualizer = new Visualizer(runner, tokenizer, decoderFor(runner.model));
     const progress = process.stderr.isTTY
@@ -164,6 +233,18 @@ export function formatRun(r: RunResult): string {
   }
   if (r.baseline) {
     lines.push(`  skip-connection baseline: ${JSON.stringify(r.baseline.tokens_text[0])} (agrees at ${(r.baseline.agreement * 100).toFixed(0)}% of positions, activation ${fmt(r.baseline.activation)})`);
+  }
+  if (r.refined) {
+    const f = r.refined;
+    const ce = (x: number | null) => (x === null ? '' : `, cross-entropy ${x.toFixed(2)}`);
+    lines.push(`  refined (${f.method}, ${f.steps} steps): ${JSON.stringify(f.text)}  activation ${fmt(f.start_activation)} → ${fmt(f.activation)}${ce(f.cross_entropy)}`);
+    for (const p of f.frontier ?? []) lines.push(`    frontier: activation ${fmt(p.activation)}${ce(p.cross_entropy)}  ${JSON.stringify(p.text)}`);
+  }
+  if (r.exhaustive) {
+    const e = r.exhaustive;
+    const best = (xs: { text: string; activation: number }[]) => xs.slice(0, 3).map((b) => `${JSON.stringify(b.text)} ${fmt(b.activation)}`).join(', ');
+    lines.push(`  exhaustive, token repeated: ${best(e.repeated.best)}; decoded tokens rank ${e.ranked.map((x) => x.repeated_rank).join(' ')} of ${e.vocab}`);
+    if (e.context) lines.push(`  exhaustive, token at ${e.context.position} in context: ${best(e.context.best)}; decoded token ranks ${e.ranked.map((x) => x.context_rank).join(' ')}`);
   }
   return lines.join('\n') + '\n\n';
 }

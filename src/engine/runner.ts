@@ -5,7 +5,7 @@
 import { UserError } from '../errors.js';
 import { grad } from '../graph/autodiff.js';
 import { Graph } from '../graph/graph.js';
-import { abs, mul, reduceSum, sub } from '../graph/ops.js';
+import { abs, add, div, mul, reduceSum, softmax, sqrt, sub } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { hookWidth, HOOKS, type Hook } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
@@ -36,6 +36,26 @@ export interface ObjectiveResult {
   loss: Float32Array;
   act: Float32Array;
   grad: Float32Array;
+}
+
+export interface MatchFeeds {
+  /** Input embeddings [B, T, D]. */
+  x: Float32Array;
+  /** The hook output to match [B, T, F]. */
+  target: Float32Array;
+  /** Per-problem weight of the L1 distance [B]. */
+  l1: Float32Array;
+  /** Per-problem weight of the cosine term Σ_t (1 − cos(O_t, O*_t)) [B]. */
+  cos: Float32Array;
+}
+
+export interface FluencyFeeds {
+  /** Input embeddings [B, T, D] (through the full model, from block 1). */
+  x: Float32Array;
+  /** Next-token targets as weighted one-hots [B, T, V]: row t holds w_t at the id that follows position t. */
+  targets: Float32Array;
+  /** The row weights w_t [B, T, 1] (0 where a position predicts nothing). */
+  rows: Float32Array;
 }
 
 export class ModelRunner {
@@ -171,6 +191,70 @@ export class ModelRunner {
     return { loss: out.loss as Float32Array, act: out.act as Float32Array, grad: out.grad as Float32Array };
   }
 
+  /**
+   * Matching a target hook output, for input recovery: on embeddings x [B, T, D] through blocks A..B,
+   *   loss[b] = l1[b] · Σ |O[b] − target[b]|  +  cos[b] · Σ_t (1 − cos(O[b,t], target[b,t]))
+   * and d(loss[b])/d(x[b]). Problems never mix.
+   */
+  async match(range: BlockRange, hook: Hook, feeds: MatchFeeds, shape: { B: number; T: number }): Promise<{ loss: Float32Array; grad: Float32Array }> {
+    this.checkRange(range);
+    const { B, T } = shape;
+    const D = this.config.dim;
+    const F = hookWidth(this.config, hook);
+    const session = await this.session(`match|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+      const x = g.input('x', [B, T, D], { grad: true });
+      const O = runBlocks(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(x, this.config, w), range, hook);
+      const target = g.input('target', [B, T, F]);
+      const l1w = g.input('l1', [B]);
+      const cosw = g.input('cos', [B]);
+      const l1 = reduceSum(abs(sub(O, target)), [1, 2]);
+      const norm = (v: Value) => sqrt(add(reduceSum(mul(v, v), [2]), 1e-12));
+      const cos = div(reduceSum(mul(O, target), [2]), mul(norm(O), norm(target)));
+      const loss = add(mul(l1w, l1), mul(cosw, reduceSum(sub(1, cos), [1])));
+      g.output(loss, 'loss');
+      g.output(grad(loss, [x])[0]!, 'grad');
+    }, { range, B, T });
+    const out = await session.run({ ...feeds });
+    return { loss: out.loss as Float32Array, grad: out.grad as Float32Array };
+  }
+
+  /**
+   * Full-model next-token logits [B, T, V] for embeddings x [B, T, D], and the gradient with respect to x of the
+   * weighted cross-entropy Σ_t w_t · (logsumexp(logits_t) − logits_t[target_t]). The cross-entropy itself is computed
+   * from the logits by the caller (the graph has no log); its gradient with respect to the logits, softmax · w − onehot · w,
+   * is fed to the backward pass as the upstream gradient.
+   */
+  async fluencyGrad(feeds: FluencyFeeds, shape: { B: number; T: number }): Promise<{ logits: Float32Array; grad: Float32Array }> {
+    const { B, T } = shape;
+    const { dim: D, vocabSize: V } = this.config;
+    const session = await this.session(`fluency|${B}|${T}`, (g, w) => {
+      const x = g.input('x', [B, T, D], { grad: true });
+      const logits = fullLogits(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(x, this.config, w));
+      const targets = g.input('targets', [B, T, V]);
+      const rows = g.input('rows', [B, T, 1]);
+      const seed = sub(mul(softmax(logits, -1), rows), targets);
+      g.output(logits, 'logits');
+      g.output(grad(logits, [x], seed)[0]!, 'grad');
+    }, { range: null, B, T });
+    const out = await session.run({ ...feeds });
+    return { logits: out.logits as Float32Array, grad: out.grad as Float32Array };
+  }
+
+  /**
+   * The model's own mean next-token cross-entropy (nats) of each sequence [B, T]: the mean over positions 1..T−1 of
+   * −log p(ids[t] | ids[<t]). A sequence of one token has none (NaN).
+   */
+  async crossEntropy(ids: number[][]): Promise<Float64Array> {
+    const V = this.config.vocabSize;
+    const T = ids[0]!.length;
+    const { data } = await this.logits(ids);
+    return Float64Array.from(ids, (row, b) => {
+      let sum = 0;
+      for (let t = 0; t + 1 < T; t++) sum += logSumExp(data, (b * T + t) * V, V) - data[(b * T + t) * V + row[t + 1]!]!;
+      return T > 1 ? sum / (T - 1) : NaN;
+    });
+  }
+
   /** Hook output for embeddings x [B, T, D] given directly (the decoded-token check and attribution use ids instead). */
   async hiddenFromEmbeddings(x: Float32Array, range: BlockRange, hook: Hook, shape: { B: number; T: number }): Promise<Hidden> {
     this.checkRange(range);
@@ -218,6 +302,15 @@ export class ModelRunner {
     for (const s of this.sessions.values()) await (await s.catch(() => null))?.release();
     this.sessions.clear();
   }
+}
+
+/** log Σ exp over data[offset .. offset + n), computed stably in float64. */
+export function logSumExp(data: ArrayLike<number>, offset: number, n: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, data[offset + i]!);
+  let s = 0;
+  for (let i = 0; i < n; i++) s += Math.exp(data[offset + i]! - max);
+  return max + Math.log(s);
 }
 
 function toInt64(rows: number[][]): BigInt64Array {

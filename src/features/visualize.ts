@@ -14,6 +14,8 @@ import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
 import { Decoder, topIndices, typicalNeighbourCosine, type DecodeMode } from './decode.js';
 import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
+import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
+import { allowedTokens, checkRefineSettings, refineActivation, refineRecord, type Refined, type RefineSettings } from './refine.js';
 import { expandSelection, type SelectionRun } from './selection.js';
 
 export type InitKind = { kind: 'randn' } | { kind: 'random-tokens' } | { kind: 'tokens'; ids: number[] };
@@ -40,6 +42,10 @@ export interface VisualizeSettings {
   batch: number;
   /** Random token sequences averaged for the "random" activation. */
   randomDraws: number;
+  /** Discrete refinement of the decoded prompt (GCG or EPO); null or absent: none. */
+  refine?: RefineSettings | null;
+  /** Also run the exhaustive single-token baseline (every vocabulary token; see exhaustive.ts). */
+  exhaustive?: boolean;
 }
 
 export const DEFAULT_SETTINGS: Omit<VisualizeSettings, 'blocks' | 'hook'> = {
@@ -83,11 +89,16 @@ export interface RunResult {
   activation: { continuous: number | null; decoded: number | null; random: number | null };
   objective: { initial: number | null; final: number | null };
   baseline: Baseline | null;
+  /** The refined prompt (`settings.refine`), next to `activation.decoded`; null when not asked for or failed. */
+  refined?: Refined | null;
+  /** The exhaustive single-token baseline (`settings.exhaustive`), with the decoded tokens' ranks; null when off. */
+  exhaustive?: ExhaustiveResult | null;
   /** Sampled loss curve: [step, loss]. */
   loss: [number, number][];
   status: 'ok' | 'failed';
   error?: string;
-  timings: { optimize_ms: number; decode_ms: number; verify_ms: number };
+  /** refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs. */
+  timings: { optimize_ms: number; decode_ms: number; verify_ms: number; refine_ms?: number; exhaustive_ms?: number };
 }
 
 /** The skip-connection baseline for a single `resid` feature: decode the feature's unit vector, no model needed. */
@@ -124,13 +135,14 @@ export function normalTokenIds(tokenizer: Tokenizer | null, vocab: number): numb
   return out;
 }
 
-interface Layout {
+export interface Layout {
   T: number;
   free: number[];
   fixed: Map<number, number>;
 }
 
-function layout(s: VisualizeSettings, bosId: number | null): Layout {
+/** Where the free positions and the fixed context (BOS, prefix, suffix) go. */
+export function layout(s: VisualizeSettings, bosId: number | null): Layout {
   const head = [...(s.bos ? [bosId!] : []), ...s.prefix];
   const fixed = new Map<number, number>();
   head.forEach((id, i) => fixed.set(i, id));
@@ -173,13 +185,52 @@ export class Visualizer {
     if (lay.T > cfg.maxSeqLen) throw new UserError(`--tokens: ${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
     const F = hookWidth(cfg, s.hook);
     const runs = expandSelection(req.select, lay.T, F);
+    if (s.refine) {
+      // Refinement settings and token filters are checked before any optimisation runs.
+      checkRefineSettings(s.refine);
+      allowedTokens(this.tokenizer, cfg.vocabSize, s.refine.filter);
+      if (s.refine.retokenize && !this.tokenizer) throw new UserError('--retokenize: needs a tokenizer');
+    }
     const results: RunResult[] = [];
     for (let start = 0; start < runs.length; start += s.batch) {
       const chunk = runs.slice(start, start + s.batch);
-      results.push(...(await this.runBatch(chunk, start, s, lay, F, req)));
+      const batch = await this.runBatch(chunk, start, s, lay, F, req);
+      if (s.refine) await this.refineRuns(batch, chunk, s, lay, F);
+      results.push(...batch);
       req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
     }
+    if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
     return results;
+  }
+
+  /** Discrete refinement of each successful run's decoded prompt, for that run's activation. */
+  private async refineRuns(results: RunResult[], runs: SelectionRun[], s: VisualizeSettings, lay: Layout, F: number): Promise<void> {
+    for (const [b, r] of results.entries()) {
+      if (r.status !== 'ok') continue;
+      const t0 = performance.now();
+      const run = runs[b]!;
+      r.refined = await refineActivation(this.runner, this.decoder, this.tokenizer, {
+        blocks: s.blocks,
+        hook: s.hook,
+        report: objectiveWeights(s.objective, run, lay.T, F).report,
+        start: r.ids,
+        free: lay.free,
+        settings: { ...s.refine!, seed: deriveSeed(s.refine!.seed, `${run.label}|refine`) },
+      });
+      r.timings.refine_ms = round(performance.now() - t0);
+    }
+  }
+
+  /** The exhaustive baseline for every run, one pass over the vocabulary for all of them. */
+  private async exhaustiveRuns(results: RunResult[], runs: SelectionRun[], s: VisualizeSettings, lay: Layout): Promise<void> {
+    const t0 = performance.now();
+    const scores = await exhaustiveScores(this.runner, runs, { blocks: s.blocks, hook: s.hook, layout: lay, objective: s.objective, seed: s.seed, contextIds: this.normalIds });
+    const ms = round((performance.now() - t0) / Math.max(1, runs.length));
+    results.forEach((r, i) => {
+      const decoded = r.status === 'ok' ? lay.free.map((t) => r.ids[t]!) : [];
+      r.exhaustive = summarizeExhaustive(scores[i]!, s.topk, this.tokenizer, decoded, lay.free);
+      r.timings.exhaustive_ms = ms;
+    });
   }
 
   /** Optimise one batch of runs together; rows past the chunk are zero-weight padding so every batch has one shape. */
@@ -302,6 +353,8 @@ export class Visualizer {
           final: ok ? final.loss[b]! + weights[b]!.offset : null,
         },
         baseline: baselines[b] ?? null,
+        refined: null,
+        exhaustive: null,
         loss: curves[b]!,
         status: ok ? 'ok' : 'failed',
         ...(ok ? {} : { error: failed[b]! }),
@@ -408,5 +461,7 @@ export function settingsRecord(s: VisualizeSettings): Record<string, unknown> {
     bos: s.bos,
     seed: s.seed,
     random_draws: s.randomDraws,
+    ...(s.refine ? { refine: refineRecord(s.refine) } : {}),
+    ...(s.exhaustive ? { baseline: 'exhaustive' } : {}),
   };
 }
