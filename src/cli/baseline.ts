@@ -6,7 +6,7 @@ import { HOOKS, hookWidth, type Hook } from '../models/config.js';
 import { optNumber, optString, parseBlockRange, parseIds, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner, requireTokenizer } from './common.js';
 import { printJson, type Command } from './command.js';
-import { oneOf, readDirection } from './visualize.js';
+import { oneOf, readDirection } from './settings.js';
 
 export const baselineCommand: Command = {
   name: 'baseline',

@@ -5,7 +5,7 @@ import { HOOKS, type Hook } from '../models/config.js';
 import { optNumber, parseBlockRange, requireString } from './args.js';
 import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { oneOf, parseRefineFlags, REFINE_FLAGS, REFINE_USAGE } from './visualize.js';
+import { oneOf, parseRefineFlags, REFINE_FLAGS, REFINE_USAGE } from './settings.js';
 
 export const invertCommand: Command = {
   name: 'invert',
