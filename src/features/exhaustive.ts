@@ -9,6 +9,7 @@
  * One pass over the vocabulary (batches of `batch` sequences through the token-id graph) serves every run of a
  * selection: a run's activation is Σ report ⊙ O, its reported activation, applied to the shared hook output O.
  */
+import { displayText } from '../tokenizers/display.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
@@ -145,7 +146,7 @@ export interface ExhaustiveResult {
 
 /** The reported form: the `topk` best tokens of each list, and where the tokens `rank` (at `positions`) fall. */
 export function summarizeExhaustive(s: ExhaustiveScores, topk: number, tokenizer: Tokenizer | null, rank: number[] = [], positions?: number[]): ExhaustiveResult {
-  const text = (ids: number[]) => (tokenizer ? tokenizer.decode(ids) : ids.join(' '));
+  const text = (ids: number[]) => displayText(tokenizer, ids);
   const piece = (id: number) => (tokenizer ? tokenizer.piece(id) : String(id));
   const best = (scores: Float64Array) => topIndices(scores, topk).map((id) => ({ id, text: piece(id), activation: scores[id]! }));
   return {

@@ -20,6 +20,7 @@
  * Candidates can be restricted to allowed tokens (bans, printable or ASCII pieces) and to prompts that survive a
  * decode → encode round trip through the tokenizer.
  */
+import { displayText } from '../tokenizers/display.js';
 import { UserError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
@@ -582,7 +583,7 @@ export async function refineActivation(runner: ModelRunner, decoder: Decoder, to
   const T = req.start.length;
   if (s.retokenize && !tokenizer) throw new UserError('--retokenize: needs a tokenizer');
   const allowed = allowedTokens(tokenizer, runner.config.vocabSize, s.filter);
-  const text = (ids: number[]) => (tokenizer ? tokenizer.decode(ids) : ids.join(' '));
+  const text = (ids: number[]) => displayText(tokenizer, ids);
   const accept = s.retokenize ? (ids: number[]) => roundTrips(tokenizer!, ids) : undefined;
   const search: SearchOptions = { free: req.free, steps: s.steps, candidates: s.candidates, swapTopk: s.swapTopk, seed: s.seed, allowed, accept };
   const act = activationScorer(runner, decoder, { blocks: req.blocks, hook: req.hook, report: req.report, T, batch: s.candidates, gradBatch: s.method === 'epo' ? s.population : 1 });

@@ -5,6 +5,7 @@
  * Every run's random start comes from (seed, its selection) alone, and runs of one batch never interact (padding rows
  * have zero weights), so a run gives the same result whatever it is batched with.
  */
+import { displayText } from '../tokenizers/display.js';
 import { UserError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
@@ -173,7 +174,7 @@ export class Visualizer {
   }
 
   private text(ids: number[]): string {
-    return this.tokenizer ? this.tokenizer.decode(ids) : ids.join(' ');
+    return displayText(this.tokenizer, ids);
   }
 
   async run(req: VisualizeRequest): Promise<RunResult[]> {
