@@ -24,3 +24,4 @@ export { Visualizer, DEFAULT_SETTINGS, type RunResult, type VisualizeSettings, t
 export { attribute, type Attribution } from './features/attribute.js';
 export { writeRandomModel } from './models/random-model.js';
 export * as atlas from './atlas/index.js';
+export * as server from './server/index.js';

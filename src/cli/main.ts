@@ -10,10 +10,11 @@ import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
 import { invertCommand } from './invert.js';
 import { randomModelCommand } from './random-model.js';
+import { serveCommand } from './serve.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand];
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand];
 
 function help(): string {
   const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];
