@@ -63,7 +63,7 @@ export const DEFAULT_SETTINGS: Omit<VisualizeSettings, 'blocks' | 'hook'> = {
   suffix: [],
   bos: false,
   seed: 0,
-  batch: 8,
+  batch: 32,
   randomDraws: 8,
 };
 
@@ -193,9 +193,12 @@ export class Visualizer {
       if (s.refine.retokenize && !this.tokenizer) throw new UserError('--retokenize: needs a tokenizer');
     }
     const results: RunResult[] = [];
+    // A request with fewer runs than --batch gets a graph of its own size (a lone feature should not pay for 31 padding
+    // rows); the last, partial chunk of a longer request is padded, so every chunk reuses one session.
+    const B = Math.min(s.batch, runs.length);
     for (let start = 0; start < runs.length; start += s.batch) {
       const chunk = runs.slice(start, start + s.batch);
-      const batch = await this.runBatch(chunk, start, s, lay, F, req);
+      const batch = await this.runBatch(chunk, B, start, s, lay, F, req);
       if (s.refine) await this.refineRuns(batch, chunk, s, lay, F);
       results.push(...batch);
       req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
@@ -235,8 +238,7 @@ export class Visualizer {
   }
 
   /** Optimise one batch of runs together; rows past the chunk are zero-weight padding so every batch has one shape. */
-  private async runBatch(runs: SelectionRun[], offset: number, s: VisualizeSettings, lay: Layout, F: number, req: VisualizeRequest): Promise<RunResult[]> {
-    const B = s.batch;
+  private async runBatch(runs: SelectionRun[], B: number, offset: number, s: VisualizeSettings, lay: Layout, F: number, req: VisualizeRequest): Promise<RunResult[]> {
     const { T } = lay;
     const D = this.runner.config.dim;
     const shape = { B, T };
