@@ -33,7 +33,7 @@ test('invert recovers a short text exactly through block 1 of stories260K (defau
 test('invert with a BOS keeps it fixed; GCG refinement repairs a partial decode', async () => {
   const ids = [1, ...tok.encode('The dog ran')];
   // Few optimisation steps leave a rough decode; GCG on the same loss, over real tokens, finishes the job.
-  const r = await invert(runner, decoder, tok, ids, { ...DEFAULT_INVERT, blocks: [1, 2], steps: 150, refine: { method: 'gcg', steps: 20, candidates: 64, swapTopk: 16, population: 1, fluency: [0], restartEvery: 0, filter: { ban: [], printable: false, ascii: false }, retokenize: false, seed: 0 } });
+  const r = await invert(runner, decoder, tok, ids, { ...DEFAULT_INVERT, blocks: [1, 2], steps: 150, refine: { method: 'gcg', steps: 20, candidates: 64, swapTopk: 16, starts: 1, population: 1, fluency: [0], restartEvery: 0, filter: { ban: [], printable: false, ascii: false }, retokenize: false, seed: 0 } });
   assert.deepEqual(r.free, ids.map((_, t) => t).slice(1));
   assert.equal(r.recovered_ids[0], 1);
   assert.equal(r.original_rank[0], null);

@@ -8,7 +8,7 @@ import { modelPath, projectRoot } from './helpers.js';
 const model = modelPath('stories260K.bin');
 
 test('visualize --refine gcg --json: each run gains a refined entry next to the decoded activation', () => {
-  const args = ['visualize', '--model', model, '--blocks', '1-2', '--select', '[:, :, 4-6]', '--steps', '40', '--random-draws', '1', '--refine', 'gcg', '--refine-steps', '6', '--candidates', '32', '--swap-topk', '8', '--json'];
+  const args = ['visualize', '--model', model, '--blocks', '1-2', '--select', '[:, :, 4-6]', '--steps', '40', '--random-draws', '1', '--refine', 'gcg', '--refine-steps', '6', '--candidates', '32', '--swap-topk', '8', '--refine-starts', '2', '--json'];
   const r = cli(args);
   assert.equal(r.code, 0, r.stderr);
   const doc = JSON.parse(r.stdout);
@@ -20,13 +20,16 @@ test('visualize --refine gcg --json: each run gains a refined entry next to the 
     assert.deepEqual(f.start_ids, run.ids, 'GCG starts from the decoded tokens');
     assert.ok(f.activation >= f.start_activation);
     assert.ok(Math.abs(f.start_activation - run.activation.decoded) < 1e-4 * Math.max(1, Math.abs(run.activation.decoded)));
-    assert.ok(f.steps >= 1 && f.steps <= 6);
+    // Two climbs (the decode, then its second row unless that is the same prompt), up to 6 steps each.
+    assert.ok(f.starts === 1 || f.starts === 2);
+    assert.ok(f.start_row < f.starts);
+    assert.ok(f.steps >= 1 && f.steps <= 6 * f.starts);
     assert.equal(typeof f.text, 'string');
     assert.equal(typeof f.retokenizes, 'boolean');
     assert.equal(run.exhaustive, null);
     assert.equal(typeof run.timings.refine_ms, 'number');
   }
-  assert.deepEqual(doc.runs[0].settings.refine, { method: 'gcg', steps: 6, candidates: 32, swap_topk: 8, ban: [], printable: false, ascii: false, retokenize: false });
+  assert.deepEqual(doc.runs[0].settings.refine, { method: 'gcg', steps: 6, candidates: 32, swap_topk: 8, starts: 2, ban: [], printable: false, ascii: false, retokenize: false });
   const strip = (d: { runs: { timings: unknown }[] }) => d.runs.map((x) => ({ ...x, timings: null }));
   assert.deepEqual(strip(JSON.parse(cli(args).stdout)), strip(doc), 'same output for the same seed');
   const schema = JSON.parse(readFileSync(`${projectRoot}/schemas/visualize.schema.json`, 'utf8'));
@@ -65,6 +68,15 @@ test('visualize refinement flags: refused without --refine or with the wrong met
   const fluency = cli([...base, '--refine', 'epo', '--fluency', '1,x']);
   assert.equal(fluency.code, 2);
   assert.match(fluency.stderr, /--fluency: expected non-negative numbers/);
+  const starts = cli([...base, '--refine', 'epo', '--refine-starts', '2']);
+  assert.equal(starts.code, 2);
+  assert.equal(starts.stderr, 'llm-features: --refine-starts: only with --refine gcg\n');
+  const zero = cli([...base, '--refine', 'gcg', '--refine-starts', '0']);
+  assert.equal(zero.code, 2);
+  assert.match(zero.stderr, /--refine-starts/);
+  const inv = cli(['invert', '--model', model, '--blocks', '1', '--text', 'Once', '--refine', 'gcg', '--refine-starts', '2']);
+  assert.equal(inv.code, 2);
+  assert.match(inv.stderr, /^llm-features: --refine-starts: not used by invert/);
   const ban = cli([...base, '--refine', 'gcg', '--ban', '5,600']);
   assert.equal(ban.code, 2);
   assert.match(ban.stderr, /--ban: token id 600 is outside the vocabulary 0-511/);

@@ -91,6 +91,65 @@ test('GCG keeps the best prompt even when the gradient is useless', async () => 
   assert.ok(tiny.swapTopk > 2, `swap lists stayed at ${tiny.swapTopk}`);
 });
 
+test('GCG at a single-swap local optimum tries pairs of swaps, and climbs on from there', async () => {
+  // A landscape where every single swap away from the start loses and only one two-token prompt wins: the single-swap
+  // search widens its lists to the whole vocabulary, finds nothing, and only a pair move can reach the optimum.
+  const T = 2;
+  let a = 0;
+  let best = -1;
+  for (let v = 0; v < V; v++) {
+    const e = decoder.embedding(v);
+    const n = e.reduce((s, x) => s + x * x, 0);
+    if (n > best) [a, best] = [v, n];
+  }
+  const start = [a === 7 ? 8 : 7, a === 9 ? 10 : 9];
+  const value = (ids: number[]) => (ids[0] === a && ids[1] === a ? 10 : ids[0] === start[0] && ids[1] === start[1] ? 0 : -1);
+  // The gradient points at a's embedding, so a (the longest embedding) tops both positions' swap lists.
+  const g = new Float32Array(T * D);
+  g.set(decoder.embedding(a), 0);
+  g.set(decoder.embedding(a), D);
+  const scorer: Scorer = { score: async (seqs) => Float64Array.from(seqs, value), gradient: async (seqs) => seqs.map(() => g) };
+  const r = await gcg(scorer, decoder, start, { free: [0, 1], steps: 400, candidates: 64, swapTopk: 4, seed: 3, allowed: null });
+  assert.deepEqual(r.ids, [a, a]);
+  assert.equal(r.score, 10);
+  assert.equal(r.pairMoves, 1);
+  assert.ok(r.converged, 'the search should end converged at the optimum, with steps to spare');
+  // With one free position there are no pairs: it stops at the single-swap optimum.
+  const one = await gcg(scorer, decoder, start, { free: [0], steps: 400, candidates: 64, swapTopk: 4, seed: 3, allowed: null });
+  assert.deepEqual(one.ids, start);
+  assert.equal(one.pairMoves, 0);
+  assert.ok(one.converged);
+});
+
+test('GCG from several starts: the decode and its next rows, duplicates skipped, the best climb kept', async () => {
+  const T = 5;
+  const free = [0, 1, 2, 3, 4];
+  const report = reportFor('[:, :, 21]', T);
+  const starts = [randomIds(40, T), randomIds(41, T), randomIds(42, T)];
+  const alternatives = [starts[1]!, starts[0]!, starts[1]!, starts[2]!];
+  const s = settings({ seed: 5, starts: 3 });
+  const r = await refineActivation(runner, decoder, tok, { blocks: [1, 2], hook: 'resid', report, start: starts[0]!, alternatives, free, settings: s });
+  assert.equal(r.starts, 3);
+  assert.deepEqual(r.start_ids, starts[0]);
+  // Each start alone, with the seed the multi-start climb gives it (seed + its index).
+  const single = [];
+  for (const [i, st] of starts.entries()) {
+    single.push(await refineActivation(runner, decoder, tok, { blocks: [1, 2], hook: 'resid', report, start: st, free, settings: settings({ seed: 5 + i, starts: 1 }) }));
+  }
+  const acts = single.map((x) => x.activation);
+  const bestRow = acts.indexOf(Math.max(...acts));
+  assert.equal(r.activation, acts[bestRow]);
+  assert.equal(r.start_row, bestRow);
+  assert.deepEqual(r.ids, single[bestRow]!.ids);
+  assert.equal(r.start_activation, single[0]!.start_activation);
+  assert.equal(r.steps, single.reduce((n, x) => n + x.steps, 0));
+  assert.ok(r.activation >= r.start_activation);
+  // starts = 1: the decode alone, whatever alternatives are offered.
+  const alone = await refineActivation(runner, decoder, tok, { blocks: [1, 2], hook: 'resid', report, start: starts[0]!, alternatives, free, settings: settings({ seed: 5, starts: 1 }) });
+  assert.equal(alone.starts, 1);
+  assert.deepEqual(alone.ids, single[0]!.ids);
+});
+
 test('the retokenisation check rejects a known non-round-tripping candidate', async () => {
   // " the" is one token; " th" + "e" decodes to the same text, which encodes back to " the".
   const [the] = tok.encode('the');

@@ -1,3 +1,4 @@
+import { UserError } from '../errors.js';
 import { DECODE_MODES, type DecodeMode } from '../features/decode.js';
 import { decoderFor } from '../features/embeddings.js';
 import { DEFAULT_INVERT, invert, type InvertResult, type InvertSettings } from '../features/invert.js';
@@ -54,6 +55,8 @@ export const invertCommand: Command = {
       seed,
       refine: parseRefineFlags(flags, seed, ['gcg']),
     };
+    // invert climbs from its one decode: it has no ranked rows to start from.
+    if (flags['refine-starts'] !== undefined) throw new UserError('--refine-starts: not used by invert (it refines its top-1 decode)');
     const runner = openRunner(flags);
     const ids = inputIds(flags, runner.model);
     const result = await invert(runner, decoderFor(runner.model), runner.model.tokenizer, ids, settings);

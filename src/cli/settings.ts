@@ -65,6 +65,7 @@ export const REFINE_FLAGS: FlagSpec = {
   'refine-steps': 'int',
   candidates: 'int',
   'swap-topk': 'int',
+  'refine-starts': 'int',
   population: 'int',
   fluency: 'string',
   'restart-every': 'int',
@@ -75,7 +76,7 @@ export const REFINE_FLAGS: FlagSpec = {
 };
 
 export const REFINE_USAGE =
-  '  [--refine gcg|epo [--refine-steps N] [--candidates N] [--swap-topk K] [--population N] [--fluency MIN,MAX|L1,L2,…]\n' +
+  '  [--refine gcg|epo [--refine-steps N] [--candidates N] [--swap-topk K] [--refine-starts N] [--population N] [--fluency MIN,MAX|L1,L2,…]\n' +
   '   [--restart-every N] [--ban ID,ID,…] [--printable] [--ascii] [--retokenize]]';
 
 /**
@@ -94,7 +95,7 @@ export function parseRefineFlags(flags: ParsedFlags, seed: number, methods: read
   if (method !== 'epo') {
     const stray = ['population', 'fluency', 'restart-every'].find((f) => flags[f] !== undefined);
     if (stray) throw new UserError(`--${stray}: only with --refine epo`);
-  }
+  } else if (flags['refine-starts'] !== undefined) throw new UserError('--refine-starts: only with --refine gcg');
   const fluencyText = optString(flags, 'fluency');
   let fluency = d.fluency;
   if (fluencyText !== undefined) {
@@ -107,6 +108,7 @@ export function parseRefineFlags(flags: ParsedFlags, seed: number, methods: read
     steps: optNumber(flags, 'refine-steps', d.steps, { min: 0, max: 100_000 }),
     candidates: optNumber(flags, 'candidates', d.candidates, { min: 1, max: 4096 }),
     swapTopk: optNumber(flags, 'swap-topk', d.swapTopk, { min: 1, max: 1_000_000 }),
+    starts: optNumber(flags, 'refine-starts', d.starts, { min: 1, max: 64 }),
     population: optNumber(flags, 'population', d.population, { min: 1, max: 1024 }),
     fluency,
     restartEvery: optNumber(flags, 'restart-every', d.restartEvery, { min: 0, max: 1_000_000 }),

@@ -288,6 +288,6 @@ export function invertRecord(s: InvertSettings): Record<string, unknown> {
     init_scale: s.initScale,
     restarts: s.restarts,
     seed: s.seed,
-    refine: s.refine ? refineRecord(s.refine) : null,
+    refine: s.refine ? refineRecord({ ...s.refine, starts: 1 }) : null, // one climb, from the top-1 decode
   };
 }

@@ -9,8 +9,10 @@
  *
  * - GCG is a hill climb: it moves to the best candidate only if that beats the current prompt, so the result never
  *   scores below its start (as measured by the same scorer). Candidates already tried are not drawn again; once every
- *   swap of the current top-k lists has been tried without gain, the lists are doubled, and the search stops when
- *   they hold the whole vocabulary (a local optimum under single-token swaps) or the steps run out.
+ *   swap of the current top-k lists has been tried without gain, the lists are doubled. When they hold the whole
+ *   vocabulary the prompt is a local optimum under single-token swaps; the search then tries random pairs of swaps
+ *   (from the top-k lists) for a few steps, goes back to single swaps after a pair move, and stops when pairs find
+ *   nothing either or the steps run out.
  * - EPO keeps a population whose members weigh fluency differently (log-spaced λ): member i maximises
  *   activation − λ_i · cross-entropy, where the cross-entropy is the full model's own mean next-token loss on the
  *   prompt. Members move to their best candidate even when it is worse (exploration), are restarted every few steps
@@ -50,6 +52,10 @@ export interface RefineSettings {
   candidates: number;
   /** Swaps considered per position: the top-k tokens of the linearised score. */
   swapTopk: number;
+  /** GCG: climbs from this many starts — the decode's first rows (row i = the i-th ranked token at every position) —
+   *  keeping the best. A single climb ends in a local optimum of its start; the runner-up rows are nearby, different
+   *  starts for the cost of one more climb each. */
+  starts: number;
   /** EPO: population size. */
   population: number;
   /** EPO: fluency weights λ. Two values: log-spaced from the first to the second over the population; one value: all
@@ -65,9 +71,10 @@ export interface RefineSettings {
 
 export const DEFAULT_REFINE: RefineSettings = {
   method: 'gcg',
-  steps: 20,
-  candidates: 64,
+  steps: 100,
+  candidates: 128,
   swapTopk: 16,
+  starts: 3,
   population: 8,
   fluency: [0.01, 10],
   restartEvery: 5,
@@ -83,6 +90,7 @@ export function refineRecord(r: RefineSettings): Record<string, unknown> {
     steps: r.steps,
     candidates: r.candidates,
     swap_topk: r.swapTopk,
+    ...(r.method === 'gcg' ? { starts: r.starts } : {}),
     ...(r.method === 'epo' ? { population: r.population, fluency: r.fluency, restart_every: r.restartEvery } : {}),
     ban: r.filter.ban,
     printable: r.filter.printable,
@@ -283,13 +291,15 @@ export interface SearchStats {
   improvements: number;
   /** Candidates drawn but refused by `accept`. */
   rejected: number;
-  /** GCG: true when every single-token swap was tried and none was better. EPO: no candidate could be proposed. */
+  /** GCG: true when every single-token swap was tried and none was better, and pairs of swaps found nothing either. EPO: no candidate could be proposed. */
   converged: boolean;
 }
 
 export interface GcgResult extends SearchStats {
   /** The swap list length at the end: GCG doubles it whenever every swap of the current lists has been tried. */
   swapTopk: number;
+  /** Moves made by a pair of swaps, after single swaps had reached a local optimum. */
+  pairMoves: number;
   ids: number[];
   score: number;
   start: number[];
@@ -358,6 +368,47 @@ function propose(
   return { cands, complete };
 }
 
+/**
+ * GCG at a single-swap local optimum: steps of `count` random two-position swaps (each token from its position's
+ * top-k list) it tries, without improvement, before it stops.
+ */
+const PAIR_PATIENCE = 4;
+
+/** Up to `count` unseen prompts that differ from `cur` at two free positions, tokens drawn from the lists. */
+function proposePairs(
+  cur: number[],
+  lists: number[][],
+  free: number[],
+  count: number,
+  uniform: () => number,
+  seen: Set<string>,
+  stats: { rejected: number },
+  accept?: (ids: number[]) => boolean,
+): number[][] {
+  const out: number[][] = [];
+  const n = free.length;
+  // Bounded draws: a small neighbourhood may hold fewer unseen pairs than asked for.
+  for (let tries = 0; tries < count * 8 && out.length < count; tries++) {
+    const i = Math.floor(uniform() * n);
+    const j = (i + 1 + Math.floor(uniform() * (n - 1))) % n;
+    const li = lists[i]!;
+    const lj = lists[j]!;
+    if (!li.length || !lj.length) continue;
+    const c = cur.slice();
+    c[free[i]!] = li[Math.floor(uniform() * li.length)]!;
+    c[free[j]!] = lj[Math.floor(uniform() * lj.length)]!;
+    const kc = key(c);
+    if (seen.has(kc)) continue;
+    seen.add(kc);
+    if (accept && !accept(c)) {
+      stats.rejected++;
+      continue;
+    }
+    out.push(c);
+  }
+  return out;
+}
+
 /** Replace disallowed tokens at free positions by the allowed token with the best linearised score. */
 async function sanitize(scorer: Scorer, decoder: Decoder, start: number[], free: number[], allowed: Uint8Array | null): Promise<number[]> {
   if (!allowed || free.every((t) => allowed[start[t]!])) return start.slice();
@@ -377,8 +428,9 @@ export async function gcg(scorer: Scorer, decoder: Decoder, start: number[], opt
   let cur = first;
   let curScore = (await scorer.score([cur]))[0]!;
   const startScore = curScore;
-  const stats = { steps: 0, evaluations: 1, improvements: 0, rejected: 0, converged: false, swapTopk: opts.swapTopk };
+  const stats = { steps: 0, evaluations: 1, improvements: 0, rejected: 0, converged: false, swapTopk: opts.swapTopk, pairMoves: 0 };
   const seen = new Set<string>([key(cur)]);
+  let pairSteps = 0;
   let grad: Float32Array | null = null;
   let k = opts.swapTopk;
   const V = decoder.table.vocab;
@@ -397,12 +449,41 @@ export async function gcg(scorer: Scorer, decoder: Decoder, start: number[], opt
       grad = null;
       stats.improvements++;
     } else if (complete) {
-      // Every top-k swap around this prompt has been tried: widen the lists, or stop when they hold every token.
-      if (k >= V) {
+      // Every top-k swap around this prompt has been tried: widen the lists; once they hold every token the prompt is
+      // a local optimum under single swaps, and the search tries pairs of swaps before it gives up.
+      if (k < V) {
+        k = Math.min(V, k * 2);
+        continue;
+      }
+      if (opts.free.length < 2 || pairSteps >= PAIR_PATIENCE) {
         stats.converged = true;
         break;
       }
-      k = Math.min(V, k * 2);
+      while (stats.steps < opts.steps && pairSteps < PAIR_PATIENCE) {
+        stats.steps++;
+        pairSteps++;
+        const pairs = proposePairs(cur, swapLists(decoder, grad, cur, opts.free, opts.swapTopk, opts.allowed), opts.free, opts.candidates, uniform, seen, stats, opts.accept);
+        if (!pairs.length) break;
+        const ps = await scorer.score(pairs);
+        stats.evaluations += pairs.length;
+        let b = 0;
+        for (let i = 1; i < ps.length; i++) if (ps[i]! > ps[b]!) b = i;
+        if (ps[b]! > curScore) {
+          cur = pairs[b]!;
+          curScore = ps[b]!;
+          grad = null;
+          stats.improvements++;
+          stats.pairMoves++;
+          // A new prompt: single swaps first again, from the short lists.
+          k = opts.swapTopk;
+          pairSteps = 0;
+          break;
+        }
+      }
+      if (pairSteps >= PAIR_PATIENCE) {
+        stats.converged = true;
+        break;
+      }
     }
   }
   stats.swapTopk = k;
@@ -550,6 +631,10 @@ export interface Refined {
   start_ids: number[];
   start_activation: number;
   start_cross_entropy: number | null;
+  /** GCG: which start the result climbed from (0 = the decode, i = the decode's row i), and how many were climbed.
+   *  steps, evaluations, improvements and rejected count all climbs. */
+  start_row?: number;
+  starts?: number;
   steps: number;
   evaluations: number;
   improvements: number;
@@ -570,8 +655,11 @@ export interface RefineRequest {
   hook: Hook;
   /** Activation weights over [T × F] (the run's `report` weights). */
   report: Float32Array;
-  /** Full starting sequence (fixed context included). */
+  /** Full starting sequence (fixed context included): the decode. */
   start: number[];
+  /** GCG: further starting sequences (the decode's next rows), of which the first `settings.starts − 1` are climbed
+   *  from too; duplicates of an earlier start are skipped. */
+  alternatives?: number[][];
   free: number[];
   settings: RefineSettings;
 }
@@ -591,21 +679,39 @@ export async function refineActivation(runner: ModelRunner, decoder: Decoder, to
   const finite = (x: number) => (Number.isFinite(x) ? x : null);
   const common = { settings: refineRecord(s) };
   if (s.method === 'gcg') {
-    const r = await gcg(act, decoder, req.start, search);
-    const [ce, ce0] = await flu.score([r.ids, r.start]);
+    const starts = [req.start];
+    for (const alt of req.alternatives ?? []) {
+      if (starts.length >= s.starts) break;
+      if (alt.length === T && !starts.some((x) => key(x) === key(alt))) starts.push(alt);
+    }
+    let r = await gcg(act, decoder, starts[0]!, search);
+    const first = r;
+    let row = 0;
+    const total = { steps: r.steps, evaluations: r.evaluations, improvements: r.improvements, rejected: r.rejected };
+    for (let i = 1; i < starts.length; i++) {
+      const ri = await gcg(act, decoder, starts[i]!, { ...search, seed: search.seed + i });
+      total.steps += ri.steps;
+      total.evaluations += ri.evaluations;
+      total.improvements += ri.improvements;
+      total.rejected += ri.rejected;
+      if (ri.score > r.score) {
+        r = ri;
+        row = i;
+      }
+    }
+    const [ce, ce0] = await flu.score([r.ids, first.start]);
     return {
       method: 'gcg',
       ids: r.ids,
       text: text(r.ids),
       activation: r.score,
       cross_entropy: finite(ce!),
-      start_ids: r.start,
-      start_activation: r.startScore,
+      start_ids: first.start,
+      start_activation: first.startScore,
       start_cross_entropy: finite(ce0!),
-      steps: r.steps,
-      evaluations: r.evaluations,
-      improvements: r.improvements,
-      rejected: r.rejected,
+      start_row: row,
+      starts: starts.length,
+      ...total,
       converged: r.converged,
       swap_topk_final: r.swapTopk,
       retokenizes: tokenizer ? roundTrips(tokenizer, r.ids) : null,
@@ -643,6 +749,7 @@ export function checkRefineSettings(s: RefineSettings): void {
   };
   int('refine-steps', s.steps, 0);
   int('candidates', s.candidates, 1);
+  int('refine-starts', s.starts, 1);
   int('swap-topk', s.swapTopk, 1);
   int('population', s.population, 1);
   int('restart-every', s.restartEvery, 0);

@@ -218,6 +218,8 @@ export class Visualizer {
         hook: s.hook,
         report: objectiveWeights(s.objective, run, lay.T, F).report,
         start: r.ids,
+        // The decode's next rows, as further GCG starts (fixed positions repeat their token in every row).
+        alternatives: r.topk.slice(1),
         free: lay.free,
         settings: { ...s.refine!, seed: deriveSeed(s.refine!.seed, `${run.label}|refine`) },
       });

@@ -37,6 +37,7 @@ const REFINE_FLAGS: [key: string, flag: string][] = [
   ['steps', '--refine-steps'],
   ['candidates', '--candidates'],
   ['swap_topk', '--swap-topk'],
+  ['starts', '--refine-starts'],
   ['population', '--population'],
   ['fluency', '--fluency'],
   ['restart_every', '--restart-every'],
