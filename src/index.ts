@@ -22,6 +22,9 @@ export { Decoder, identityRate, typicalNeighbourCosine, type DecodeMode, type Em
 export { decoderFor, embeddingTable } from './features/embeddings.js';
 export { Visualizer, DEFAULT_SETTINGS, type RunResult, type VisualizeSettings, type VisualizeRequest } from './features/visualize.js';
 export { attribute, type Attribution } from './features/attribute.js';
+export { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './features/exhaustive.js';
+export { refineActivation, gcg, epo, DEFAULT_REFINE, type RefineSettings, type Refined, type Scorer } from './features/refine.js';
+export { invert, DEFAULT_INVERT, type InvertSettings, type InvertResult } from './features/invert.js';
 export { writeRandomModel } from './models/random-model.js';
 export * as atlas from './atlas/index.js';
 export * as server from './server/index.js';
