@@ -681,7 +681,7 @@ function markdown(r: Record<string, unknown>, peak: number, peakSource: string, 
     out.push(`- ${s.mode}: RSS(1-12) − RSS(1-2) = ${mib(s.delta)} MiB (anonymous ${mib(s.anonDelta)}, file-backed ${mib(s.fileDelta)}) = ${fmt(s.ratio, 2)} × (blocks 3-12 weights ${mib(s.weights310)} MiB × ${s.factor})`);
   }
   out.push('');
-  out.push('### Start-up (command start → end of the first optimisation step; default settings: T 5, batch 8; median of 3)');
+  out.push('### Start-up (command start → end of the first optimisation step; default settings, one feature (T 5, a batch-1 graph); median of 3)');
   out.push('');
   out.push('| model | blocks | total ms | to first step call ms | first call ms (graph, session, prepack, step) |');
   out.push('| --- | --- | --- | --- | --- |');
