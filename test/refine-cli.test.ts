@@ -30,6 +30,16 @@ test('visualize --refine gcg --json: each run gains a refined entry next to the 
     assert.equal(typeof run.timings.refine_ms, 'number');
   }
   assert.deepEqual(doc.runs[0].settings.refine, { method: 'gcg', steps: 6, candidates: 32, swap_topk: 8, starts: 2, ban: [], printable: false, ascii: false, retokenize: false });
+  // Text mode names the climbs and which start won.
+  const text = cli(args.filter((a) => a !== '--json'));
+  assert.equal(text.code, 0, text.stderr);
+  const lines = text.stdout.split('\n').filter((l) => l.startsWith('  refined (gcg'));
+  assert.equal(lines.length, 3);
+  doc.runs.forEach((run: { refined: { steps: number; starts: number; start_row: number } }, i: number) => {
+    const f = run.refined;
+    const climbs = f.starts > 1 ? `, 2 starts, best from ${f.start_row === 0 ? 'the decode' : 'decode row 2'}` : '';
+    assert.ok(lines[i]!.startsWith(`  refined (gcg, ${f.steps} steps${climbs}): `), lines[i]);
+  });
   const strip = (d: { runs: { timings: unknown }[] }) => d.runs.map((x) => ({ ...x, timings: null }));
   assert.deepEqual(strip(JSON.parse(cli(args).stdout)), strip(doc), 'same output for the same seed');
   const schema = JSON.parse(readFileSync(`${projectRoot}/schemas/visualize.schema.json`, 'utf8'));

@@ -59,7 +59,8 @@ export function formatRun(r: RunResult): string {
   if (r.refined) {
     const f = r.refined;
     const ce = (x: number | null) => (x === null ? '' : `, cross-entropy ${x.toFixed(2)}`);
-    lines.push(`  refined (${f.method}, ${f.steps} steps): ${JSON.stringify(f.text)}  activation ${fmt(f.start_activation)} → ${fmt(f.activation)}${ce(f.cross_entropy)}`);
+    const climbs = f.starts && f.starts > 1 ? `, ${f.starts} starts, best from ${f.start_row === 0 ? 'the decode' : `decode row ${f.start_row! + 1}`}` : '';
+    lines.push(`  refined (${f.method}, ${f.steps} steps${climbs}): ${JSON.stringify(f.text)}  activation ${fmt(f.start_activation)} → ${fmt(f.activation)}${ce(f.cross_entropy)}`);
     for (const p of f.frontier ?? []) lines.push(`    frontier: activation ${fmt(p.activation)}${ce(p.cross_entropy)}  ${JSON.stringify(p.text)}`);
   }
   if (r.exhaustive) {
