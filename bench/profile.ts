@@ -11,14 +11,12 @@ import { mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { buildObjective } from '../src/engine/runner.js';
 import { sessionOptions } from '../src/engine/session.js';
 import { WeightCache } from '../src/engine/weight-cache.js';
 import { commonAncestor, WeightBinder } from '../src/engine/weights.js';
-import { grad } from '../src/graph/autodiff.js';
 import { Graph } from '../src/graph/graph.js';
-import { abs, mul, reduceSum, sub } from '../src/graph/ops.js';
 import { loadModel } from '../src/models/load.js';
-import { architectureOf, runBlocks } from '../src/models/transformer.js';
 import { normalStream } from '../src/util/random.js';
 import { cpuMs, median, parseArgs } from './common.js';
 
@@ -38,16 +36,7 @@ const folder = commonAncestor([path.dirname(realpathSync(model.path))]);
 const cache = new WeightCache(undefined);
 const g = new Graph({ float: 'float32' });
 const w = new WeightBinder(g, model.tensors, (t) => cache.locate(t), folder);
-const x = g.input('x', [B, T, D], { grad: true });
-const O = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, 'resid');
-const l1 = g.input('l1', [B, T, F]);
-const lin = g.input('lin', [B, T, F]);
-const C = g.input('C', [B, 1, 1]);
-const report = g.input('report', [B, T, F]);
-const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
-g.output(loss, 'loss');
-g.output(reduceSum(mul(report, O), [1, 2]), 'act');
-g.output(grad(loss, [x])[0]!, 'grad');
+buildObjective(g, cfg, w, range, 'resid', { B, T });
 w.materialize();
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'llmf-profile-'));

@@ -7,7 +7,7 @@ import { grad } from '../graph/autodiff.js';
 import { Graph } from '../graph/graph.js';
 import { abs, add, div, mul, reduceSum, softmax, sqrt, sub } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
-import { hookWidth, HOOKS, type Hook } from '../models/config.js';
+import { hookWidth, HOOKS, type Hook, type ModelConfig } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
 import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
 import { GraphSession, type SessionSettings } from './session.js';
@@ -172,21 +172,7 @@ export class ModelRunner {
   async objective(range: BlockRange, hook: Hook, feeds: ObjectiveFeeds, shape: { B: number; T: number }): Promise<ObjectiveResult> {
     this.checkRange(range);
     const { B, T } = shape;
-    const D = this.config.dim;
-    const F = hookWidth(this.config, hook);
-    const session = await this.session(`objective|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
-      const x = g.input('x', [B, T, D], { grad: true });
-      const h = architectureOf(this.config).inputFromEmbeddings(x, this.config, w);
-      const O = runBlocks(g, this.config, w, h, range, hook);
-      const l1 = g.input('l1', [B, T, F]);
-      const lin = g.input('lin', [B, T, F]);
-      const C = g.input('C', [B, 1, 1]);
-      const report = g.input('report', [B, T, F]);
-      const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
-      g.output(loss, 'loss');
-      g.output(reduceSum(mul(report, O), [1, 2]), 'act');
-      g.output(grad(loss, [x])[0]!, 'grad');
-    }, { range, B, T });
+    const session = await this.session(`objective|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => buildObjective(g, this.config, w, range, hook, shape), { range, B, T });
     const out = await session.run({ ...feeds });
     return { loss: out.loss as Float32Array, act: out.act as Float32Array, grad: out.grad as Float32Array };
   }
@@ -305,6 +291,25 @@ export class ModelRunner {
 }
 
 /** log Σ exp over data[offset .. offset + n), computed stably in float64. */
+/**
+ * The graph behind ModelRunner.objective (see there): inputs x, l1, lin, C, report; outputs loss, act, grad. Exported
+ * so the benchmark profiles exactly the graph the optimiser runs.
+ */
+export function buildObjective(g: Graph, cfg: ModelConfig, w: Weights, range: BlockRange, hook: Hook, shape: { B: number; T: number }): void {
+  const { B, T } = shape;
+  const F = hookWidth(cfg, hook);
+  const x = g.input('x', [B, T, cfg.dim], { grad: true });
+  const O = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, hook);
+  const l1 = g.input('l1', [B, T, F]);
+  const lin = g.input('lin', [B, T, F]);
+  const C = g.input('C', [B, 1, 1]);
+  const report = g.input('report', [B, T, F]);
+  const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
+  g.output(loss, 'loss');
+  g.output(reduceSum(mul(report, O), [1, 2]), 'act');
+  g.output(grad(loss, [x])[0]!, 'grad');
+}
+
 export function logSumExp(data: ArrayLike<number>, offset: number, n: number): number {
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, data[offset + i]!);
