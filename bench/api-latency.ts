@@ -19,6 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Atlas } from '../src/atlas/store.js';
 import type { RunResult } from '../src/features/visualize.js';
 import { startServer } from '../src/server/server.js';
+import { uniformStream } from '../src/util/random.js';
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -46,18 +47,6 @@ const K = 5;
 const VOCAB = 32000;
 const SETTINGS = { tokens: T, steps: 500, lr: 2, lr_end: 0.2, optimizer: 'sgd', objective: 'l1', C: 100, topk: K, decode: 'pinv', init: 'randn', prefix: [], suffix: [], bos: false, seed: 0, random_draws: 8 };
 const WORDS = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'and', 'then', 'ran', 'away', 'from', 'big', 'dog', 'in', 'park', 'sun', 'was', 'happy', 'Lily', 'Tim'];
-
-/** Small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function synthetic(f: number, blocks: [number, number], rand: () => number): RunResult {
   const select = `[:, :, ${f}]`;
@@ -99,7 +88,7 @@ function synthetic(f: number, blocks: [number, number], rand: () => number): Run
 function writeAtlas(file: string, records: number): { ms: number; hashes: string[] } {
   const t0 = performance.now();
   const atlas = Atlas.open(file);
-  const rand = rng(1);
+  const rand = uniformStream(1);
   const hashes: string[] = [];
   const perGroup = Math.ceil(records / (MODELS * RANGES.length));
   let left = records;
@@ -141,7 +130,7 @@ async function main(): Promise<void> {
   const s0 = performance.now();
   const server = await startServer({ db: file, port: 0 });
   const startMs = performance.now() - s0;
-  const rand = rng(7);
+  const rand = uniformStream(7);
   try {
     // Server start makes one full pass over the atlas (group counts need every row's status); requests then read
     // only rows committed since.
