@@ -9,21 +9,12 @@
  * Call refresh() inside the request's read transaction, so the numbers match what the request's other queries see.
  */
 import type Database from 'better-sqlite3';
+import type { AtlasGroup } from '../atlas/store.js';
 
-export interface GroupStats {
-  model_hash: string;
-  model_name: string;
-  blocks: [number, number];
-  hook: string;
-  settings_hash: string;
-  records: number;
-  ok: number;
-  failed: number;
+/** An atlas group (as `ls` lists it) plus what the viewer needs to page and order it. */
+export interface GroupStats extends AtlasGroup {
   /** Records with a single-feature selection (the ones a grid lists). */
   featured: number;
-  features: [number, number] | null;
-  first_at: string;
-  last_at: string;
   /** Smallest record id: groups are listed in the order they were started. */
   first_id: number;
 }
@@ -41,23 +32,8 @@ export interface FailureRow {
   created_at: string;
 }
 
-interface GroupRow {
-  model_hash: string;
-  model_name: string;
-  block_a: number;
-  block_b: number;
-  hook: string;
-  settings_hash: string;
-  records: number;
-  ok: number;
-  failed: number;
-  featured: number;
-  fmin: number | null;
-  fmax: number | null;
-  first_at: string;
-  last_at: string;
-  first_id: number;
-}
+/** One row of the grouping query: blocks and feature range as separate columns. */
+type GroupRow = Omit<GroupStats, 'blocks' | 'features'> & { block_a: number; block_b: number; fmin: number | null; fmax: number | null };
 
 export const MAX_FAILURES = 50;
 /** Most search entries (one per single-feature record) held in memory over all groups. */
