@@ -50,7 +50,8 @@ function feedsFor(B: number, T: number, seed: number) {
   return { x, l1, lin: new Float32Array(B * T * F), C: new Float32Array(B).fill(100), report: l1.slice() };
 }
 
-interface Measurement {
+/** One (T, B) row of this child's output; bench/run.ts reads it back. */
+export interface Measurement {
   T: number;
   B: number;
   firstCallMs: number;

@@ -9,6 +9,7 @@
  * Every measurement that needs a clean process (each workload, each memory configuration, each start-up) runs in its
  * own child process; random checkpoints go to a temporary folder that is deleted at the end.
  */
+import type { Measurement } from './ours.js';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -200,20 +201,9 @@ interface TorchOut {
   blas: Record<string, string>;
   defaultThreads: number;
 }
-interface OursRow {
-  T: number;
-  B: number;
-  firstCallMs: number;
-  sessionMs: number;
-  stepMs: number;
-  stepMinMs: number;
-  steps: number[];
-  peakRss: number;
-  foreignCpu: number;
-}
 interface OursOut {
   loadMs: number;
-  results: OursRow[];
+  results: Measurement[];
   check: { T: number; loss: number; gradFile: string } | null;
   cpuMs: number;
   waitedMs: number;
