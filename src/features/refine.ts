@@ -328,6 +328,14 @@ function swapLists(decoder: Decoder, grad: Float32Array, cur: number[], free: nu
   });
 }
 
+/** Mark a drawn candidate as seen and apply the acceptance test (the retokenisation check), counting refusals. */
+function admit(c: number[], seen: Set<string>, stats: { rejected: number }, accept?: (ids: number[]) => boolean): boolean {
+  seen.add(key(c));
+  if (!accept || accept(c)) return true;
+  stats.rejected++;
+  return false;
+}
+
 /**
  * Single-swap candidates from the per-position lists, skipping prompts already seen: all of them when they fit in
  * `count` (then `complete` is true), else `count` drawn at random without replacement.
@@ -358,12 +366,7 @@ function propose(
     const c = pool[j]!;
     pool[j] = pool[i]!;
     pool[i] = c;
-    seen.add(key(c));
-    if (accept && !accept(c)) {
-      stats.rejected++;
-      continue;
-    }
-    cands.push(c);
+    if (admit(c, seen, stats, accept)) cands.push(c);
   }
   return { cands, complete };
 }
@@ -397,14 +400,7 @@ function proposePairs(
     const c = cur.slice();
     c[free[i]!] = li[Math.floor(uniform() * li.length)]!;
     c[free[j]!] = lj[Math.floor(uniform() * lj.length)]!;
-    const kc = key(c);
-    if (seen.has(kc)) continue;
-    seen.add(kc);
-    if (accept && !accept(c)) {
-      stats.rejected++;
-      continue;
-    }
-    out.push(c);
+    if (!seen.has(key(c)) && admit(c, seen, stats, accept)) out.push(c);
   }
   return out;
 }
