@@ -83,6 +83,7 @@ function likeEscape(s: string): string {
   return s.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
+/** The routes. Its caller refreshes `stats` once per request, inside that request's read transaction (server.ts). */
 export class AtlasApi {
   readonly sources: ModelSources;
   readonly stats: AtlasStats;
@@ -110,7 +111,6 @@ export class AtlasApi {
 
   overview(search: URLSearchParams) {
     queryParams(search, []);
-    this.stats.refresh();
     const models = this.atlas.models().map((m) => {
       const src = this.sources.get(m.hash);
       return { ...m, checkpoint: src?.path ?? null, tokenizer: src?.tokenizer ? src.tokenizer.kind : null };
@@ -135,7 +135,6 @@ export class AtlasApi {
 
   groups(search: URLSearchParams) {
     queryParams(search, []);
-    this.stats.refresh();
     return { groups: this.groupList() };
   }
 
@@ -148,7 +147,6 @@ export class AtlasApi {
   /** The one group that model, blocks, hook and (optionally) a settings prefix name: 404 when none, 400 when several. */
   private resolveGroup(model: string, blocks: [number, number], hook: string, settings: string | undefined): GroupStats {
     const hashes = new Set(this.modelHashes(model));
-    this.stats.refresh();
     const rows = this.stats
       .groups()
       .filter((g) => hashes.has(g.model_hash) && g.blocks[0] === blocks[0] && g.blocks[1] === blocks[1] && g.hook === hook && (settings === undefined || g.settings_hash.startsWith(settings)));
