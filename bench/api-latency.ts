@@ -20,6 +20,7 @@ import { Atlas } from '../src/atlas/store.js';
 import type { RunResult } from '../src/features/visualize.js';
 import { startServer } from '../src/server/server.js';
 import { uniformStream } from '../src/util/random.js';
+import { median } from './common.js';
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -114,8 +115,7 @@ function writeAtlas(file: string, records: number): { ms: number; hashes: string
 function stats(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  return { n: s.length, median, p95: q(0.95), max: s[s.length - 1]! };
+  return { n: s.length, median: median(s), p95: q(0.95), max: s[s.length - 1]! };
 }
 
 async function main(): Promise<void> {

@@ -24,6 +24,7 @@ import {
   CONFIG_B,
   lastJson,
   machineCpu,
+  median,
   MiB,
   MODELS_DIR,
   nodeChild,
@@ -269,10 +270,6 @@ function compareGrads(a: Float32Array, b: Float32Array): { maxAbsDiff: number; r
   return { maxAbsDiff: maxAbs, relL2: Math.sqrt(num / den) };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(d));
 const mib = (b: number) => (b / MiB).toFixed(0);
 
