@@ -83,7 +83,7 @@ test('visualize refinement flags: refused without --refine or with the wrong met
   assert.equal(starts.stderr, 'llm-features: --refine-starts: only with --refine gcg\n');
   const zero = cli([...base, '--refine', 'gcg', '--refine-starts', '0']);
   assert.equal(zero.code, 2);
-  assert.match(zero.stderr, /--refine-starts/);
+  assert.equal(zero.stderr, 'llm-features: --refine-starts: must be ≥ 1, got 0\n');
   const inv = cli(['invert', '--model', model, '--blocks', '1', '--text', 'Once', '--refine', 'gcg', '--refine-starts', '2']);
   assert.equal(inv.code, 2);
   assert.match(inv.stderr, /^llm-features: --refine-starts: not used by invert/);
