@@ -19,6 +19,7 @@ import { loadModel } from '../src/models/load.js';
 import { normalStream } from '../src/util/random.js';
 import { CONTENDED, cpuMs, machineCpu, median, parseArgs, procMemory, resetPeakRss, waitForQuiet } from './common.js';
 import os from 'node:os';
+import { objectiveStep } from '../src/features/objective.js';
 
 const args = parseArgs(process.argv.slice(2));
 const modelPath = args.get('model')!;
@@ -80,7 +81,7 @@ for (const T of Ts) {
     const feeds = feedsFor(B, T, 1000 * T + B);
     const shape = { B, T };
     const step = async (i: number) => {
-      const res = await runner.objective(range, 'resid', feeds, shape);
+      const res = await objectiveStep(runner, range, 'resid', feeds, shape);
       const lr = 2 + ((0.2 - 2) * i) / (STEPS - 1);
       const x = feeds.x;
       for (let j = 0; j < x.length; j++) x[j]! -= lr * res.grad[j]!;
@@ -161,7 +162,7 @@ if (checkX) {
   const feeds = feedsFor(1, T, 0);
   feeds.x.set(x);
   const runner = new ModelRunner(model, { threads: 2, lowMemory });
-  const res = await runner.objective(range, 'resid', feeds, { B: 1, T });
+  const res = await objectiveStep(runner, range, 'resid', feeds, { B: 1, T });
   await runner.close();
   const gradFile = args.get('check-out')!;
   writeFileSync(gradFile, new Uint8Array(res.grad.buffer, res.grad.byteOffset, res.grad.byteLength));

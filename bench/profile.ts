@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { buildObjective } from '../src/engine/runner.js';
+import { buildObjective } from '../src/features/objective.js';
 import { sessionOptions } from '../src/engine/session.js';
 import { WeightCache } from '../src/engine/weight-cache.js';
 import { commonAncestor, WeightBinder } from '../src/engine/weights.js';

@@ -11,7 +11,7 @@ import { generate } from '../src/engine/generate.js';
 import { ModelRunner } from '../src/engine/runner.js';
 import { decoderFor } from '../src/features/embeddings.js';
 import { DEFAULT_INVERT, invert } from '../src/features/invert.js';
-import { DEFAULT_REFINE } from '../src/features/refine.js';
+import { DEFAULT_REFINE } from '../src/features/refine/index.js';
 import { DEFAULT_SETTINGS, Visualizer, type RunResult } from '../src/features/visualize.js';
 import type { Hook } from '../src/models/config.js';
 import { loadModel } from '../src/models/load.js';

@@ -13,9 +13,10 @@ import { CSV_COLUMNS, exportCsv, exportJson } from '../src/atlas/export.js';
 import { hashFile } from '../src/atlas/hash.js';
 import { formatProgress } from '../src/atlas/progress.js';
 import { SCHEMA_VERSION } from '../src/atlas/schema.js';
-import { parseBlockList, parseFeatures } from '../src/atlas/settings.js';
+import { parseFeatures } from '../src/atlas/settings.js';
+import { parseBlockList } from '../src/models/block-range.js';
 import { Atlas } from '../src/atlas/store.js';
-import { parseFlags } from '../src/cli/args.js';
+import { parseArgs } from '../src/cli/args.js';
 import { atlasCommand } from '../src/cli/atlas.js';
 import { ModelRunner } from '../src/engine/runner.js';
 import { UserError } from '../src/errors.js';
@@ -31,7 +32,7 @@ const SETTINGS = { ...DEFAULT_SETTINGS, steps: 20, batch: 4, randomDraws: 2, tok
 const SETTINGS_FLAGS = ['--steps', '20', '--batch', '4', '--random-draws', '2', '--tokens', '4'];
 
 function sub(name: string) {
-  const c = atlasCommand.subcommands!.find((s) => s.name === name);
+  const c = atlasCommand.subcommands!.find((s) => s.name === `atlas ${name}`);
   assert.ok(c, name);
   return c;
 }
@@ -39,7 +40,7 @@ function sub(name: string) {
 /** Run a subcommand in-process, capturing stdout. */
 async function runSub(name: string, args: string[]): Promise<string> {
   const c = sub(name);
-  const flags = parseFlags(`atlas ${name}`, args, c.flags);
+  const flags = parseArgs(c.name as 'atlas export', args);
   const chunks: string[] = [];
   const write = process.stdout.write;
   process.stdout.write = ((s: string | Uint8Array) => {
@@ -186,7 +187,7 @@ test('compare: top-1 agreement, top-k Jaccard and Spearman on hand-made records'
   assert.equal(json.pairs, 4);
   assert.equal(json.features.length, 4);
   await assert.rejects(runSub('compare', ['--db', file, '--a', 'model=nope', '--b', 'blocks=1']), /model=nope: no model in the atlas/);
-  await assert.rejects(runSub('compare', ['--db', file, '--a', 'blocks=3', '--b', 'blocks=1']), /--a blocks=3: no records/);
+  await assert.rejects(runSub('compare', ['--db', file, '--a', 'blocks=3', '--b', 'blocks=1']), /: a blocks=3: no records/);
   await assert.rejects(runSub('compare', ['--db', file, '--a', 'model=model-a.bin,settings=' + S2.slice(0, 8), '--b', 'model=model-b.bin']), /no record of --a .* pairs/);
 });
 
@@ -334,9 +335,9 @@ function childScript(): string {
   writeFileSync(
     file,
     `import { atlasCommand } from ${JSON.stringify(url('src/cli/atlas.js'))};\n` +
-      `import { parseFlags } from ${JSON.stringify(url('src/cli/args.js'))};\n` +
-      `const build = atlasCommand.subcommands.find((c) => c.name === 'build');\n` +
-      `await build.run(parseFlags('atlas build', process.argv.slice(2), build.flags));\n`,
+      `import { parseArgs } from ${JSON.stringify(url('src/cli/args.js'))};\n` +
+      `const build = atlasCommand.subcommands.find((c) => c.name === 'atlas build');\n` +
+      `await build.run(parseArgs('atlas build', process.argv.slice(2)));\n`,
   );
   return file;
 }

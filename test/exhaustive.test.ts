@@ -6,7 +6,7 @@ import { after, test } from 'node:test';
 import { ModelRunner } from '../src/engine/runner.js';
 import { decoderFor } from '../src/features/embeddings.js';
 import { contextFor, exhaustiveScores, rankOf, summarizeExhaustive } from '../src/features/exhaustive.js';
-import { objectiveWeights } from '../src/features/objective.js';
+import { objectiveStep, objectiveWeights } from '../src/features/objective.js';
 import { expandSelection } from '../src/features/selection.js';
 import { normalTokenIds } from '../src/features/visualize.js';
 import { loadModel } from '../src/models/load.js';
@@ -66,7 +66,7 @@ test('the exhaustive baseline equals brute force, token by token, on a tiny mode
     for (let v = 0; v < V; v++) {
       const x = new Float32Array(T * 16);
       seq(v).forEach((id, t) => x.set(decoder.embedding(id), t * 16));
-      const res = await runner.objective([1, 2], 'resid', { x, l1: w.l1, lin: w.lin, C: Float32Array.of(w.C), report: w.report }, { B: 1, T });
+      const res = await objectiveStep(runner, [1, 2], 'resid', { x, l1: w.l1, lin: w.lin, C: Float32Array.of(w.C), report: w.report }, { B: 1, T });
       out.push(res.act[0]!);
     }
     return out;

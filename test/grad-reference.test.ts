@@ -8,6 +8,7 @@ import { hookWidth, type Hook } from '../src/models/config.js';
 import { loadModel } from '../src/models/load.js';
 import { fixturePath, modelPath } from './helpers.js';
 import { maxRelError } from './numeric.js';
+import { objectiveStep } from '../src/features/objective.js';
 
 interface GradCase {
   blocks: [number, number];
@@ -43,7 +44,7 @@ for (const c of fixture.cases) {
     const zero = new Float32Array(T * F);
     const l1 = c.objective === 'l1';
     // sum: loss = −Σ mask⊙O, so its gradient is the negated reference; l1: loss = Σ mask⊙|C − O| directly.
-    const res = await runner.objective(c.blocks, c.hook, { x, l1: l1 ? mask : zero, lin: l1 ? zero : mask, C: Float32Array.of(c.C ?? 0), report: mask }, { B: 1, T });
+    const res = await objectiveStep(runner, c.blocks, c.hook, { x, l1: l1 ? mask : zero, lin: l1 ? zero : mask, C: Float32Array.of(c.C ?? 0), report: mask }, { B: 1, T });
     const value = l1 ? res.loss[0]! : res.act[0]!;
     assert.ok(Math.abs(value - c.value) <= 1e-4 * Math.max(1, Math.abs(c.value)), `value ${value} vs ${c.value}`);
     const expected = c.grad.flat().map((g) => (l1 ? g : -g));

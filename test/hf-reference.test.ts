@@ -12,6 +12,7 @@ import { loadModel } from '../src/models/load.js';
 import { cli } from './cli-helpers.js';
 import { fixturePath } from './helpers.js';
 import { maxRelError } from './numeric.js';
+import { objectiveStep } from '../src/features/objective.js';
 
 interface Reference {
   ids: number[];
@@ -51,7 +52,7 @@ for (const name of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2
       const F = hookWidth(model.config, c.hook);
       const mask = new Float32Array(T * F);
       for (let t = 0; t < T; t++) mask[t * F + c.feature] = 1;
-      const res = await runner.objective(c.blocks, c.hook, { x, l1: new Float32Array(T * F), lin: mask, C: Float32Array.of(0), report: mask }, { B: 1, T });
+      const res = await objectiveStep(runner, c.blocks, c.hook, { x, l1: new Float32Array(T * F), lin: mask, C: Float32Array.of(0), report: mask }, { B: 1, T });
       assert.ok(Math.abs(res.act[0]! - c.value) <= 1e-4 * Math.max(1, Math.abs(c.value)), `value ${res.act[0]} vs ${c.value}`);
       const err = maxRelError(res.grad, c.grad.flat().map((g) => -g));
       assert.ok(err <= 1e-4, `gradient relative error ${err.toExponential(2)}`);

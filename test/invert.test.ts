@@ -7,6 +7,7 @@ import { loadModel } from '../src/models/load.js';
 import { normalStream } from '../src/util/random.js';
 import { cli } from './cli-helpers.js';
 import { modelPath } from './helpers.js';
+import { matchStep } from '../src/features/objective.js';
 
 const model = loadModel(modelPath('stories260K.bin'));
 const runner = new ModelRunner(model);
@@ -52,7 +53,7 @@ test('the matching graph: loss and gradient agree with finite differences (L1 an
   const normal = normalStream(5);
   const x = Float32Array.from({ length: T * D }, normal);
   const feeds = { x, target, l1: Float32Array.of(0.5), cos: Float32Array.of(3) };
-  const base = await runner.match([1, 2], 'resid', feeds, { B: 1, T });
+  const base = await matchStep(runner, [1, 2], 'resid', feeds, { B: 1, T });
   // The loss from the hook output, computed here.
   const out = (await runner.hiddenFromEmbeddings(x, [1, 2], 'resid', { B: 1, T })).data;
   let l1 = 0;
@@ -72,7 +73,7 @@ test('the matching graph: loss and gradient agree with finite differences (L1 an
   for (let k = 0; k < 3; k++) {
     const u = Float32Array.from({ length: T * D }, normal);
     const h = 1e-3;
-    const at = async (s: number) => (await runner.match([1, 2], 'resid', { ...feeds, x: x.map((v, i) => v + s * h * u[i]!) }, { B: 1, T })).loss[0]!;
+    const at = async (s: number) => (await matchStep(runner, [1, 2], 'resid', { ...feeds, x: x.map((v, i) => v + s * h * u[i]!) }, { B: 1, T })).loss[0]!;
     const numeric = ((await at(1)) - (await at(-1))) / (2 * h);
     const analytic = base.grad.reduce((s, g, i) => s + g * u[i]!, 0);
     assert.ok(Math.abs(numeric - analytic) < 0.03 * Math.abs(analytic) + 0.05, `direction ${k}: ${numeric} vs ${analytic}`);

@@ -86,7 +86,7 @@ test('visualize refinement flags: refused without --refine or with the wrong met
   assert.equal(zero.stderr, 'llm-features: --refine-starts: must be ≥ 1, got 0\n');
   const inv = cli(['invert', '--model', model, '--blocks', '1', '--text', 'Once', '--refine', 'gcg', '--refine-starts', '2']);
   assert.equal(inv.code, 2);
-  assert.match(inv.stderr, /^llm-features: --refine-starts: not used by invert/);
+  assert.match(inv.stderr, /^llm-features: --refine-starts: unknown flag for 'invert'/);
   const ban = cli([...base, '--refine', 'gcg', '--ban', '5,600']);
   assert.equal(ban.code, 2);
   assert.match(ban.stderr, /--ban: token id 600 is outside the vocabulary 0-511/);

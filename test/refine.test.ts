@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { logSumExp, ModelRunner } from '../src/engine/runner.js';
 import { decoderFor } from '../src/features/embeddings.js';
-import { objectiveWeights } from '../src/features/objective.js';
+import { fluencyStep, objectiveStep, objectiveWeights } from '../src/features/objective.js';
 import {
   allowedTokens,
   DEFAULT_REFINE,
@@ -14,7 +14,7 @@ import {
   roundTrips,
   type RefineSettings,
   type Scorer,
-} from '../src/features/refine.js';
+} from '../src/features/refine/index.js';
 import { expandSelection } from '../src/features/selection.js';
 import { loadModel } from '../src/models/load.js';
 import { deriveSeed, normalStream, uniformStream } from '../src/util/random.js';
@@ -36,7 +36,7 @@ async function activation(ids: number[], report: Float32Array, blocks: [number, 
   const T = ids.length;
   const x = new Float32Array(T * D);
   ids.forEach((id, t) => x.set(decoder.embedding(id), t * D));
-  const res = await runner.objective(blocks, 'resid', { x, l1: new Float32Array(T * D), lin: report, C: Float32Array.of(0), report }, { B: 1, T });
+  const res = await objectiveStep(runner, blocks, 'resid', { x, l1: new Float32Array(T * D), lin: report, C: Float32Array.of(0), report }, { B: 1, T });
   return res.act[0]!;
 }
 
@@ -264,13 +264,13 @@ test('the fluency graph: cross-entropy from its logits matches crossEntropy(ids)
     for (let t = 0; t + 1 < T; t++) s += logSumExp(logits, t * V, V) - logits[t * V + ids[t + 1]!]!;
     return s / (T - 1);
   };
-  const base = await runner.fluencyGrad({ x, targets, rows }, { B: 1, T });
+  const base = await fluencyStep(runner, { x, targets, rows }, { B: 1, T });
   assert.ok(Math.abs(ceOf(base.logits) - ce!) < 1e-5);
   const normal = normalStream(3);
   for (let k = 0; k < 3; k++) {
     const u = Float32Array.from({ length: T * D }, normal);
     const h = 1e-2;
-    const at = async (sign: number) => ceOf((await runner.fluencyGrad({ x: x.map((v, i) => v + sign * h * u[i]!), targets, rows }, { B: 1, T })).logits);
+    const at = async (sign: number) => ceOf((await fluencyStep(runner, { x: x.map((v, i) => v + sign * h * u[i]!), targets, rows }, { B: 1, T })).logits);
     const numeric = ((await at(1)) - (await at(-1))) / (2 * h);
     const analytic = base.grad.reduce((s, g, i) => s + g * u[i]!, 0);
     assert.ok(Math.abs(numeric - analytic) < 0.02 * Math.abs(analytic) + 1e-3, `direction ${k}: ${numeric} vs ${analytic}`);

@@ -49,7 +49,7 @@ function errorOf(fn: () => unknown): UserError {
 
 test('syntax errors show the text with a caret under the offending character', () => {
   const e = errorOf(() => expandSelection('[:, :, 20x0]', 5, 64));
-  assert.match(e.message, /--select: expected "\]" at character 10/);
+  assert.match(e.message, /^select: expected "\]" at character 10/);
   assert.equal(e.detail, '  [:, :, 20x0]\n           ^');
   assert.match(errorOf(() => expandSelection('[1, :, 3]', 5, 64)).message, /batch index must be ":" or "0"/);
   assert.match(errorOf(() => expandSelection('[:, 4-2, 3]', 5, 64)).message, /ends before it starts/);

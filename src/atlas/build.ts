@@ -3,14 +3,16 @@
  * batches of `settings.batch` runs; each batch is committed in one transaction, so an interrupted build loses at most
  * the batch in flight, and the same build again skips every record already there.
  */
-import { UserError } from '../errors.js';
+import { paramError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
 import { decoderFor } from '../features/embeddings.js';
-import { settingsRecord, Visualizer, type VisualizeSettings } from '../features/visualize.js';
+import { settingsRecord } from '../features/settings.js';
+import { Visualizer, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
 import { modelHash, modelName } from './hash.js';
 import { featureSelect } from './settings.js';
 import type { Atlas } from './store.js';
+import { VERSION } from '../version.js';
 
 export interface BuildProgress {
   /** Records in the atlas for this sweep (skipped + inserted so far). */
@@ -33,6 +35,8 @@ export interface BuildRequest {
   features: number[];
   /** Everything but blocks and hook (those come from the sweep). */
   settings: Omit<VisualizeSettings, 'blocks' | 'hook'>;
+  /** How the records are computed (threads, batch, memory mode): stored beside each result, outside the settings hash. */
+  runOptions?: Record<string, unknown>;
   onProgress?: (p: BuildProgress) => void;
   /** Called before a checkpoint file is hashed (not when its hash is remembered). */
   onHash?: (file: string, bytes: number) => void;
@@ -55,7 +59,7 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   for (const b of req.blocks) runner.checkRange(b);
   const width = hookWidth(model.config, hook);
   for (const f of req.features) {
-    if (!Number.isInteger(f) || f < 0 || f >= width) throw new UserError(`--features: feature ${f} is outside the ${hook} hook's features 0-${width - 1}`);
+    if (!Number.isInteger(f) || f < 0 || f >= width) throw paramError('features', `feature ${f} is outside the ${hook} hook's features 0-${width - 1}`);
   }
 
   const hash = modelHash(model, atlas, req.onHash);
@@ -94,6 +98,7 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
       results.forEach((r, k) => {
         if (r.select !== featureSelect(chunk[k]!)) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${featureSelect(chunk[k]!)}`);
       });
+      if (req.runOptions) for (const r of results) r.provenance = { ...req.runOptions, version: VERSION };
       inserted += atlas.insertResults(hash, settingsHash, results);
       failed += results.filter((r) => r.status === 'failed').length;
       report(blocks);

@@ -5,32 +5,33 @@
  */
 import { UserError } from '../errors.js';
 import { HOOKS } from '../models/config.js';
-import { parseBlockRange } from '../cli/args.js';
+import { parseBlockRange } from '../models/block-range.js';
 import type { Atlas, AtlasRecord, RecordFilter } from './store.js';
 
 const QUERY_KEYS = ['model', 'blocks', 'hook', 'settings'] as const;
 
 /** `model=stories260K.bin,blocks=1-4,hook=resid` → a RecordFilter. An empty query matches everything. */
-export function parseQuery(text: string, flag = '--a'): RecordFilter {
+export function parseQuery(text: string, param = 'a'): RecordFilter {
+  const fail = (problem: string) => new UserError(`${param}: ${problem}`, undefined, param);
   const out: RecordFilter = {};
   const seen = new Set<string>();
   for (const part of text.split(',').map((s) => s.trim())) {
     if (part === '') continue;
     const eq = part.indexOf('=');
-    if (eq < 0) throw new UserError(`${flag}: expected key=value filters (keys: ${QUERY_KEYS.join(', ')}), got "${part}"`);
+    if (eq < 0) throw fail(`expected key=value filters (keys: ${QUERY_KEYS.join(', ')}), got "${part}"`);
     const key = part.slice(0, eq).trim();
     const value = part.slice(eq + 1).trim();
-    if (!(QUERY_KEYS as readonly string[]).includes(key)) throw new UserError(`${flag}: unknown key "${key}" (keys: ${QUERY_KEYS.join(', ')})`);
-    if (seen.has(key)) throw new UserError(`${flag}: "${key}" given twice`);
+    if (!(QUERY_KEYS as readonly string[]).includes(key)) throw fail(`unknown key "${key}" (keys: ${QUERY_KEYS.join(', ')})`);
+    if (seen.has(key)) throw fail(`"${key}" given twice`);
     seen.add(key);
-    if (value === '') throw new UserError(`${flag}: ${key}= needs a value`);
+    if (value === '') throw fail(`${key}= needs a value`);
     if (key === 'model') out.model = value;
-    else if (key === 'blocks') out.blocks = parseBlockRange(value, `${flag} blocks=`);
+    else if (key === 'blocks') out.blocks = parseBlockRange(value, `${param} blocks=`);
     else if (key === 'hook') {
-      if (!(HOOKS as readonly string[]).includes(value)) throw new UserError(`${flag}: hook "${value}" is not one of ${HOOKS.join(', ')}`);
+      if (!(HOOKS as readonly string[]).includes(value)) throw fail(`hook "${value}" is not one of ${HOOKS.join(', ')}`);
       out.hook = value;
     } else {
-      if (!/^[0-9a-fA-F]{1,64}$/.test(value)) throw new UserError(`${flag}: settings= takes a hash prefix (hex digits), got "${value}"`);
+      if (!/^[0-9a-fA-F]{1,64}$/.test(value)) throw fail(`settings= takes a hash prefix (hex digits), got "${value}"`);
       out.settings = value;
     }
   }
@@ -210,9 +211,9 @@ export function compareAtlas(atlas: Atlas, a: RecordFilter, b: RecordFilter): Co
   const qa = formatQuery(a);
   const qb = formatQuery(b);
   const aRecords = [...atlas.records(a)];
-  if (aRecords.length === 0) throw new UserError(`--a ${qa}: no records in ${atlas.file} match`);
+  if (aRecords.length === 0) throw new UserError(`a ${qa}: no records in ${atlas.file} match`, undefined, 'a');
   const bRecords = [...atlas.records(b)];
-  if (bRecords.length === 0) throw new UserError(`--b ${qb}: no records in ${atlas.file} match`);
+  if (bRecords.length === 0) throw new UserError(`b ${qb}: no records in ${atlas.file} match`, undefined, 'b');
   const report = compareRecords(aRecords, bRecords, { a: qa, b: qb });
   if (report.pairs === 0) throw new UserError(`atlas compare: no record of --a ${qa} pairs with one of --b ${qb} (same selection and settings)`);
   return report;

@@ -5,5 +5,5 @@ export { compareAtlas, compareRecords, parseQuery, formatQuery, spearman, meanJa
 export { exportCsv, exportJson, CSV_COLUMNS, EXPORT_FORMATS, type ExportFormat } from './export.js';
 export { modelHash, hashFile, modelFiles } from './hash.js';
 export { canonicalJson, sha256Hex } from './canonical.js';
-export { parseBlockList, parseFeatures, featureSelect } from './settings.js';
+export { parseFeatures, featureSelect } from './settings.js';
 export { SCHEMA_VERSION, SCHEMA_V1 } from './schema.js';

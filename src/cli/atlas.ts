@@ -1,14 +1,15 @@
 import { buildAtlas, type BuildProgress } from '../atlas/build.js';
 import { compareAtlas, parseQuery, type CompareReport } from '../atlas/compare.js';
-import { EXPORT_FORMATS, exportCsv, exportJson, type ExportFormat } from '../atlas/export.js';
+import { exportCsv, exportJson, type ExportFormat } from '../atlas/export.js';
 import { formatDuration, formatProgress } from '../atlas/progress.js';
-import { parseBlockList, parseFeatures } from '../atlas/settings.js';
-import { oneOf, parseHook, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
+import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
-import { hookWidth } from '../models/config.js';
-import { optString, requireString } from './args.js';
-import { MODEL_FLAGS, openRunner } from './common.js';
+import { runOptions } from '../features/settings.js';
+import { parseBlockList } from '../models/block-range.js';
+import { hookWidth, type Hook } from '../models/config.js';
+import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
+import { visualizeSettings } from './settings.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -36,27 +37,20 @@ function progressReporter(): { update: (p: BuildProgress) => void; end: () => vo
 }
 
 const buildCommand: Command = {
-  name: 'build',
+  name: 'atlas build',
   summary: 'sweep visualize over block ranges × features into an atlas (resumable)',
-  usage:
-    'llm-features atlas build --model PATH --db FILE --blocks LIST --features SPEC [--hook resid|mlp|attn]\n' +
-    '  [visualize settings: --tokens N --steps N --lr X --lr-end X --optimizer sgd|adam --objective l1|sum|max --C X --topk K\n' +
-    '   --decode pinv|nearest-cosine|nearest-l2 --init randn|random-tokens|tokens:TEXT --prefix TEXT --suffix TEXT --bos --seed S\n' +
-    '   --random-draws N] [--batch N] [--json]\n' +
-    '  --blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.\n' +
-    '  Run the same command again to resume: finished records are skipped.',
-  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', ...SETTINGS_FLAGS, json: 'bool' },
-  async run(flags) {
-    const dbPath = requireString(flags, 'db');
-    const blocks = parseBlockList(requireString(flags, 'blocks'));
-    const hook = parseHook(flags);
-    const featureSpec = requireString(flags, 'features');
+  notes: ['--blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.', 'Run the same command again to resume: finished records are skipped.'],
+  async run(v) {
+    const dbPath = v.need('db');
+    const blocks = parseBlockList(v.need('blocks'));
+    const hook = v.str('hook') as Hook;
+    const featureSpec = v.need('features');
     parseFeatures(featureSpec);
-    const runner = openRunner(flags);
+    const runner = openRunner(v);
     try {
       const features = parseFeatures(featureSpec, hookWidth(runner.config, hook));
       for (const b of blocks) runner.checkRange(b);
-      const { blocks: _b, hook: _h, ...settings } = settingsFromFlags(flags, runner.model, blocks[0]!, hook);
+      const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
       try {
@@ -67,11 +61,12 @@ const buildCommand: Command = {
           hook,
           features,
           settings,
+          runOptions: runOptions('atlas build', v.given),
           onProgress: progress.update,
           onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
         });
         progress.end();
-        if (flags.json) printJson({ db: dbPath, ...summary });
+        if (v.bool('json')) printJson({ db: dbPath, ...summary });
         else {
           process.stdout.write(
             `${dbPath}: ${summary.total} records for ${summary.model.name} (${summary.model.hash.slice(0, 12)}), settings ${summary.settings_hash.slice(0, 12)}: ` +
@@ -115,19 +110,16 @@ export function formatCompare(r: CompareReport): string {
 }
 
 const compareCommand: Command = {
-  name: 'compare',
+  name: 'atlas compare',
   summary: 'pair two sets of atlas records by selection and settings; report how much they agree',
-  usage:
-    'llm-features atlas compare --db FILE --a QUERY --b QUERY [--json]\n' +
-    '  QUERY: comma-separated filters model=NAME|HASH-PREFIX, blocks=A-B, hook=H, settings=HASH-PREFIX; e.g. --a blocks=1 --b blocks=5',
-  flags: { db: 'string', a: 'string', b: 'string', json: 'bool' },
-  async run(flags) {
-    const a = parseQuery(requireString(flags, 'a'), '--a');
-    const b = parseQuery(requireString(flags, 'b'), '--b');
-    const atlas = Atlas.open(requireString(flags, 'db'), { readonly: true });
+  notes: ['QUERY: comma-separated filters model=NAME|HASH-PREFIX, blocks=A-B, hook=H, settings=HASH-PREFIX; e.g. --a blocks=1 --b blocks=5'],
+  async run(v) {
+    const a = parseQuery(v.need('a'), 'a');
+    const b = parseQuery(v.need('b'), 'b');
+    const atlas = Atlas.open(v.need('db'), { readonly: true });
     try {
       const report = compareAtlas(atlas, a, b);
-      if (flags.json) printJson(report);
+      if (v.bool('json')) printJson(report);
       else process.stdout.write(formatCompare(report));
     } finally {
       atlas.close();
@@ -136,15 +128,14 @@ const compareCommand: Command = {
 };
 
 const exportCommand: Command = {
-  name: 'export',
+  name: 'atlas export',
   summary: 'write atlas records as JSON ({"records": [...]}) or CSV on stdout',
-  usage: 'llm-features atlas export --db FILE [--format json|csv] [--where QUERY]\n  QUERY as for atlas compare, e.g. --where model=stories260K.bin,blocks=1',
-  flags: { db: 'string', format: 'string', where: 'string' },
-  async run(flags) {
-    const format = oneOf<ExportFormat>(flags, 'format', EXPORT_FORMATS, 'json');
-    const where = optString(flags, 'where');
-    const filter = where === undefined ? {} : parseQuery(where, '--where');
-    const atlas = Atlas.open(requireString(flags, 'db'), { readonly: true });
+  notes: ['QUERY as for atlas compare, e.g. --where model=stories260K.bin,blocks=1'],
+  async run(v) {
+    const format = v.str('format') as ExportFormat;
+    const where = v.str('where');
+    const filter = where === undefined ? {} : parseQuery(where, 'where');
+    const atlas = Atlas.open(v.need('db'), { readonly: true });
     // `atlas export | head`: a closed pipe ends the export quietly.
     process.stdout.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EPIPE') throw err;
@@ -162,18 +153,16 @@ const exportCommand: Command = {
 };
 
 const lsCommand: Command = {
-  name: 'ls',
+  name: 'atlas ls',
   summary: 'list what an atlas holds: models and record groups',
-  usage: 'llm-features atlas ls --db FILE [--json]',
-  flags: { db: 'string', json: 'bool' },
-  async run(flags) {
-    const dbPath = requireString(flags, 'db');
+  async run(v) {
+    const dbPath = v.need('db');
     const atlas = Atlas.open(dbPath, { readonly: true });
     try {
       const models = atlas.models();
       const groups = atlas.groups();
       const total = groups.reduce((n, g) => n + g.records, 0);
-      if (flags.json) {
+      if (v.bool('json')) {
         printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups });
         return;
       }
@@ -208,8 +197,6 @@ const lsCommand: Command = {
 export const atlasCommand: Command = {
   name: 'atlas',
   summary: 'build, compare, export and list atlases of visualize results (SQLite)',
-  usage: 'llm-features atlas build|compare|export|ls [flags]',
-  flags: {},
   async run() {
     throw new Error('atlas: dispatched to a subcommand by main');
   },

@@ -1,12 +1,16 @@
-import type { FlagSpec, ParsedFlags } from './args.js';
+import type { CommandName } from '../features/settings.js';
+import type { Values } from './args.js';
 
-/** One CLI command: its flags and a thin run function (parse → library call → print). */
+/**
+ * One CLI command: a summary, extra help text, and a thin run function (parse → library call → print). Its flags are
+ * the settings table's entries for its name; nothing here lists them again.
+ */
 export interface Command {
-  name: string;
+  name: CommandName | 'atlas';
   summary: string;
-  usage: string;
-  flags: FlagSpec;
-  run(flags: ParsedFlags): Promise<void>;
+  /** Paragraphs printed after the flags in `--help`. */
+  notes?: string[];
+  run(values: Values): Promise<void>;
   /** Commands with subcommands (`atlas build`, `atlas compare`) dispatch on the first argument instead. */
   subcommands?: Command[];
 }

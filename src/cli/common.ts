@@ -1,19 +1,17 @@
 import { UserError } from '../errors.js';
 import { ModelRunner } from '../engine/runner.js';
+import { parseIdList } from '../features/settings.js';
 import { loadModel, type LoadedModel } from '../models/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
-import { optNumber, optString, parseIds, requireString, type FlagSpec, type ParsedFlags } from './args.js';
+import type { Values } from './args.js';
 
-/** Flags every model-reading command takes. */
-export const MODEL_FLAGS: FlagSpec = { model: 'string', tokenizer: 'string', threads: 'int', 'low-memory': 'bool' };
-
-export function openModel(flags: ParsedFlags): LoadedModel {
-  return loadModel(requireString(flags, 'model'), { tokenizer: optString(flags, 'tokenizer') });
+export function openModel(v: Values): LoadedModel {
+  return loadModel(v.need('model'), { tokenizer: v.str('tokenizer') });
 }
 
-export function openRunner(flags: ParsedFlags): ModelRunner {
-  const model = openModel(flags);
-  return new ModelRunner(model, { threads: optNumber(flags, 'threads', 2, { min: 1, max: 256 }), lowMemory: flags['low-memory'] === true });
+export function openRunner(v: Values): ModelRunner {
+  const model = openModel(v);
+  return new ModelRunner(model, { threads: v.num('threads'), lowMemory: v.bool('low-memory') });
 }
 
 export function requireTokenizer(model: LoadedModel): Tokenizer {
@@ -24,11 +22,11 @@ export function requireTokenizer(model: LoadedModel): Tokenizer {
 }
 
 /** `--ids 1,2,3` or `--text TEXT` (exactly one), as token ids. */
-export function inputIds(flags: ParsedFlags, model: LoadedModel): number[] {
-  const ids = optString(flags, 'ids');
-  const text = optString(flags, 'text');
+export function inputIds(v: Values, model: LoadedModel): number[] {
+  const ids = v.str('ids');
+  const text = v.str('text');
   if ((ids === undefined) === (text === undefined)) throw new UserError('--ids/--text: give exactly one of them');
-  const out = ids !== undefined ? parseIds(ids) : requireTokenizer(model).encode(text!, { bos: flags['bos'] === true });
+  const out = ids !== undefined ? parseIdList(ids, 'ids') : requireTokenizer(model).encode(text!, { bos: v.bool('bos') });
   if (out.length === 0) throw new UserError('--text: encodes to no tokens');
   return out;
 }

@@ -1,22 +1,17 @@
 import { UserError } from '../errors.js';
-import { HOOKS, type Hook } from '../models/config.js';
-import { optString, parseBlockRange } from './args.js';
-import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
+import type { Hook } from '../models/config.js';
+import { parseBlockRange } from '../models/block-range.js';
+import { inputIds, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 
 export const forwardCommand: Command = {
   name: 'forward',
   summary: 'run blocks A-B on token embeddings and print a hook, or the full model\'s logits',
-  usage: 'llm-features forward --model PATH (--ids 1,2,3 | --text TEXT) [--bos] [--blocks A-B] [--hook resid|mlp|attn] [--json]',
-  flags: { ...MODEL_FLAGS, ids: 'string', text: 'string', bos: 'bool', blocks: 'string', hook: 'string', json: 'bool' },
-  async run(flags) {
-    const runner = openRunner(flags);
-    const ids = inputIds(flags, runner.model);
-    const blocksSpec = optString(flags, 'blocks');
-    const hookFlag = optString(flags, 'hook');
-    if (hookFlag !== undefined && !(HOOKS as readonly string[]).includes(hookFlag)) {
-      throw new UserError(`--hook: unknown hook "${hookFlag}" (expected ${HOOKS.join(', ')})`);
-    }
+  async run(v) {
+    const runner = openRunner(v);
+    const ids = inputIds(v, runner.model);
+    const blocksSpec = v.str('blocks');
+    const hookFlag = v.str('hook');
     if (hookFlag !== undefined && blocksSpec === undefined) throw new UserError('--hook: needs --blocks (without it, forward prints logits)');
     let blocks: [number, number] | null = null;
     let hook: Hook | 'logits' = 'logits';
@@ -30,7 +25,7 @@ export const forwardCommand: Command = {
     }
     const [, T, F] = result.shape;
     const values = Array.from({ length: T }, (_, t) => Array.from(result.data.subarray(t * F, (t + 1) * F)));
-    if (flags.json) {
+    if (v.bool('json')) {
       printJson({ ids, blocks, hook, shape: [T, F], values });
       return;
     }

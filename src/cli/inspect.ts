@@ -2,16 +2,14 @@ import { identityRate, typicalNeighbourCosine } from '../features/decode.js';
 import { decoderFor } from '../features/embeddings.js';
 import { normalTokenIds } from '../features/visualize.js';
 import { headIsTied, type LoadedModel } from '../models/load.js';
-import { MODEL_FLAGS, openModel } from './common.js';
+import { openModel } from './common.js';
 import { printJson, type Command } from './command.js';
 
 export const inspectCommand: Command = {
   name: 'inspect',
   summary: 'describe a checkpoint (format, sizes, dtype, tokenizer) as JSON',
-  usage: 'llm-features inspect --model PATH',
-  flags: { ...MODEL_FLAGS },
-  async run(flags) {
-    const m = openModel(flags);
+  async run(v) {
+    const m = openModel(v);
     const c = m.config;
     printJson({
       path: m.path,

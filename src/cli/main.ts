@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 import { UserError } from '../errors.js';
-import { parseFlags } from './args.js';
+import { VERSION } from '../version.js';
+import { flagOfParam, type CommandName } from '../features/settings.js';
+import { parseArgs } from './args.js';
 import type { Command } from './command.js';
+import { commandHelp, listHelp } from './help.js';
 import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
 import { baselineCommand } from './baseline.js';
@@ -14,36 +17,72 @@ import { serveCommand } from './serve.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand];
+const COMMAND_LIST: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand];
 
-function help(): string {
-  const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];
-  for (const c of COMMANDS) lines.push(`  ${c.name.padEnd(12)} ${c.summary}`);
-  lines.push('', "run 'llm-features <command> --help' for a command's flags");
-  return lines.join('\n') + '\n';
+const version = () => VERSION;
+
+const TOP_HELP = () =>
+  listHelp(`usage: llm-features <command> [flags]   (llm-features ${version()})`, COMMAND_LIST) +
+  "\nrun 'llm-features help <command>' or 'llm-features <command> --help' for its flags; --version prints the version\n";
+
+/** The command (or atlas subcommand) that argv names, and the rest of argv; null when it names none. */
+function resolve(argv: string[]): { command: Command; rest: string[] } {
+  const [name, ...rest] = argv;
+  const command = COMMAND_LIST.find((c) => c.name === name);
+  if (!command) throw new UserError(`unknown command "${name}" (commands: ${COMMAND_LIST.map((c) => c.name).join(', ')}); see 'llm-features --help'`);
+  if (!command.subcommands) return { command, rest };
+  const sub = command.subcommands.find((c) => c.name === `${name} ${rest[0]}`);
+  if (sub) return { command: sub, rest: rest.slice(1) };
+  if (rest.length === 0 || rest[0] === '--help' || rest[0] === '-h') return { command, rest };
+  const names = command.subcommands.map((c) => c.name.split(' ')[1]).join(', ');
+  throw new UserError(`${name}: expected a subcommand (${names}), got "${rest[0]}"`);
+}
+
+function helpFor(command: Command): string {
+  if (command.subcommands) return listHelp(`usage: llm-features ${command.name} <subcommand> [flags]`, command.subcommands) + `\nrun 'llm-features ${command.name} <subcommand> --help' for its flags\n`;
+  return commandHelp(command as Command & { name: CommandName });
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(help());
-    return name ? 0 : 2;
+  const [first] = argv;
+  if (first === undefined) {
+    process.stderr.write(TOP_HELP());
+    return 2;
   }
-  let command = COMMANDS.find((c) => c.name === name);
-  if (!command) throw new UserError(`unknown command "${name}" (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
-  if (command.subcommands) {
-    const subs = command.subcommands;
-    const sub = subs.find((c) => c.name === rest[0]);
-    if (!sub) throw new UserError(`${name}: expected a subcommand (${subs.map((c) => c.name).join(', ')})${rest[0] ? `, got "${rest[0]}"` : ''}`);
-    command = { ...sub, name: `${name} ${sub.name}` };
-    rest.shift();
-  }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${command.usage}\n\nflags: ${Object.keys(command.flags).map((f) => `--${f}`).join(' ')}\n`);
+  if (first === '--version' || first === '-V') {
+    process.stdout.write(`${version()}\n`);
     return 0;
   }
-  await command.run(parseFlags(command.name, rest, command.flags));
+  if (first === '--help' || first === '-h') {
+    process.stdout.write(TOP_HELP());
+    return 0;
+  }
+  if (first === 'help') {
+    if (argv.length === 1) process.stdout.write(TOP_HELP());
+    else process.stdout.write(helpFor(resolve(argv.slice(1)).command));
+    return 0;
+  }
+  const { command, rest } = resolve(argv);
+  if (command.subcommands) {
+    // `atlas` alone or `atlas --help`: the list of subcommands (alone, on stderr with exit 2, since nothing ran).
+    const asked = rest.length > 0;
+    (asked ? process.stdout : process.stderr).write(helpFor(command));
+    return asked ? 0 : 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(helpFor(command));
+    return 0;
+  }
+  await command.run(parseArgs(command.name as CommandName, rest));
   return 0;
+}
+
+/** A library error names its parameter ("refine.filter.ban: …"); on the command line the user gave a flag. */
+function cliMessage(err: UserError): string {
+  if (!err.param) return err.message;
+  const flag = flagOfParam(err.param);
+  if (!flag || !err.message.startsWith(err.param)) return err.message;
+  return `--${flag}${err.message.slice(err.param.length)}`;
 }
 
 main(process.argv.slice(2)).then(
@@ -52,7 +91,7 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof UserError) {
-      process.stderr.write(`llm-features: ${err.message}\n${err.detail ? err.detail + '\n' : ''}`);
+      process.stderr.write(`llm-features: ${cliMessage(err)}\n${err.detail ? err.detail + '\n' : ''}`);
       process.exitCode = 2;
     } else {
       const e = err instanceof Error ? err : new Error(String(err));

@@ -1,21 +1,18 @@
 import { loadModel } from '../models/load.js';
 import { INIT_STD, writeRandomModel } from '../models/random-model.js';
-import { optNumber, optString, requireString } from './args.js';
 import { printJson, type Command } from './command.js';
 
 export const randomModelCommand: Command = {
   name: 'random-model',
   summary: 'write an untrained control: same architecture and tokenizer, fresh N(0, 0.02) weights, as an HF folder',
-  usage: 'llm-features random-model --like PATH --out DIR [--seed S] [--tokenizer PATH] [--json]',
-  flags: { like: 'string', out: 'string', seed: 'int', tokenizer: 'string', json: 'bool' },
-  async run(flags) {
-    const likePath = requireString(flags, 'like');
-    const out = requireString(flags, 'out');
-    const seed = optNumber(flags, 'seed', 0, { min: 0, max: 0xffffffff });
-    const tokenizerPath = optString(flags, 'tokenizer');
+  async run(v) {
+    const likePath = v.need('like');
+    const out = v.need('out');
+    const seed = v.num('seed');
+    const tokenizerPath = v.str('tokenizer');
     const like = loadModel(likePath, { tokenizer: tokenizerPath });
     const s = writeRandomModel(like, out, { seed, std: INIT_STD, tokenizerPath });
-    if (flags.json) {
+    if (v.bool('json')) {
       printJson({
         out: s.out,
         like: likePath,

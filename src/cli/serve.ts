@@ -1,22 +1,20 @@
 import { UserError } from '../errors.js';
 import { startServer } from '../server/server.js';
-import { optNumber, optString, requireString } from './args.js';
 import type { Command } from './command.js';
 
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'a local web viewer over an atlas (read-only): overview, feature grid, feature pages, compare',
-  usage:
-    'llm-features serve --db FILE [--port 8080] [--host 127.0.0.1] [--quiet]\n' +
-    '  Binds 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 exposes the atlas to the network); --port 0 picks a free port.\n' +
-    '  Opens the atlas read-only, so an `atlas build` may keep writing to it. Stop with Ctrl-C.',
-  flags: { db: 'string', port: 'int', host: 'string', quiet: 'bool' },
-  async run(flags) {
-    const db = requireString(flags, 'db');
-    const port = optNumber(flags, 'port', 8080, { min: 0, max: 65535 });
-    const host = optString(flags, 'host') ?? '127.0.0.1';
+  notes: [
+    'Binds 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 exposes the atlas to the network); --port 0 picks a free port.',
+    'Opens the atlas read-only, so an `atlas build` may keep writing to it. Stop with Ctrl-C.',
+  ],
+  async run(v) {
+    const db = v.need('db');
+    const port = v.num('port');
+    const host = v.need('host');
     if (host === '' || /\s/.test(host)) throw new UserError(`--host: expected a host name or address, got "${host}"`);
-    const quiet = flags.quiet === true;
+    const quiet = v.bool('quiet');
     const server = await startServer({ db, port, host, log: quiet ? undefined : (line) => process.stderr.write(line + '\n') });
     // The URL on stdout, alone on its line, so scripts (and tests) can read where it listens.
     process.stdout.write(`serving ${db} at ${server.url}/\n`);

@@ -1,34 +1,28 @@
 import { decoderFor } from '../features/embeddings.js';
 import { Visualizer, type RunResult } from '../features/visualize.js';
-import { parseBlockRange, requireString } from './args.js';
-import { MODEL_FLAGS, openRunner } from './common.js';
+import { parseBlockRange } from '../models/block-range.js';
+import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { parseHook, REFINE_USAGE, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
+import { visualizeSettings } from './settings.js';
 
 export const visualizeCommand: Command = {
   name: 'visualize',
   summary: 'optimise input embeddings to drive a feature; decode them to tokens and verify',
-  usage:
-    'llm-features visualize --model PATH --blocks A-B --select "[:, :, F]" [--hook resid|mlp|attn] [--tokens N] [--steps N]\n' +
-    '  [--lr X] [--lr-end X] [--optimizer sgd|adam] [--objective l1|sum|max] [--C X] [--direction FILE] [--topk K]\n' +
-    '  [--decode pinv|nearest-cosine|nearest-l2] [--init randn|random-tokens|tokens:TEXT] [--prefix TEXT] [--suffix TEXT]\n' +
-    '  [--bos] [--seed S] [--batch N] [--random-draws N] [--baseline skip-connection|exhaustive] [--json]\n' +
-    REFINE_USAGE,
-  flags: { ...MODEL_FLAGS, blocks: 'string', select: 'string', hook: 'string', direction: 'string', ...SETTINGS_FLAGS, json: 'bool' },
-  async run(flags) {
-    const blocks = parseBlockRange(requireString(flags, 'blocks'));
-    const select = requireString(flags, 'select');
-    const hook = parseHook(flags);
-    const runner = openRunner(flags);
+  notes: ['Example: llm-features visualize --model ../shared/models/stories260K.bin --blocks 1-5 --select "[:, :, 0-4]"'],
+  async run(v) {
+    const blocks = parseBlockRange(v.need('blocks'));
+    const select = v.need('select');
+    const hook = v.str('hook') as RunResult['hook'];
+    const runner = openRunner(v);
     const tokenizer = runner.model.tokenizer;
-    const settings = settingsFromFlags(flags, runner.model, blocks, hook);
+    const settings = visualizeSettings(v, runner.model, blocks, hook);
     const visualizer = new Visualizer(runner, tokenizer, decoderFor(runner.model));
     const progress = process.stderr.isTTY
       ? (done: number, total: number) => process.stderr.write(`\r${bar(done, total)} ${done}/${total} runs${done === total ? '\n' : ''}`)
       : undefined;
     const runs = await visualizer.visualize({ select, settings, onProgress: progress });
     await runner.close();
-    if (flags.json) {
+    if (v.bool('json')) {
       printJson({ model: { path: runner.model.path, format: runner.model.format, architecture: runner.config.arch }, runs });
       return;
     }

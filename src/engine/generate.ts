@@ -33,7 +33,7 @@ export async function generate(runner: ModelRunner, tokenizer: Tokenizer, opts: 
   const temperature = opts.temperature ?? 0;
   if (tokenizer.bosId === null) throw new UserError(`${runner.model.path}: the tokenizer has no BOS token to start from`);
   const ids = [tokenizer.bosId, ...(opts.prompt ? tokenizer.encode(opts.prompt) : [])];
-  if (ids.length > cfg.maxSeqLen) throw new UserError(`--prompt: ${ids.length} tokens exceed the model's context of ${cfg.maxSeqLen}`);
+  if (ids.length > cfg.maxSeqLen) throw new UserError(`prompt: ${ids.length} tokens exceed the model's context of ${cfg.maxSeqLen}`, undefined, 'prompt');
   const random = uniformStream(opts.seed ?? 0);
   for (let n = 0; n < maxTokens && ids.length < cfg.maxSeqLen; n++) {
     const logits = await runner.logitsAt(ids, ids.length - 1, bucketFor(ids.length, cfg.maxSeqLen));

@@ -60,7 +60,8 @@ const gib = human;
  * Refuse a request whose estimate exceeds the available memory. `fitsWith(n)` estimates the same request with only the
  * first n blocks of its range, to suggest one that fits.
  */
-export function checkMemory(what: string, est: MemoryEstimate, range: readonly [number, number] | null, fitsWith?: (blocks: number) => number): void {
+/** `what` starts with `param` when the request is about a parameter (the block range), so the CLI can name its flag. */
+export function checkMemory(what: string, est: MemoryEstimate, range: readonly [number, number] | null, fitsWith?: (blocks: number) => number, param?: string): void {
   const available = availableMemory();
   if (est.total <= available) return;
   let advice = '';
@@ -72,5 +73,7 @@ export function checkMemory(what: string, est: MemoryEstimate, range: readonly [
   const packed = est.packedBytes > 0 ? ` + ${gib(est.packedBytes)} prepacked (--low-memory drops it)` : '';
   throw new UserError(
     `${what}: needs about ${gib(est.total)} of memory (weights ${gib(est.weightBytes)}${packed} + activations ${gib(est.activationBytes)}), ${gib(available)} available${advice}`,
+    undefined,
+    param,
   );
 }

@@ -2,10 +2,9 @@
  * Runs a loaded model's graphs: builds each (request shape → graph) once, keeps its onnxruntime session in a
  * per-process cache, and binds only the weights the graph touches.
  */
-import { UserError } from '../errors.js';
+import { paramError, UserError } from '../errors.js';
 import { grad } from '../graph/autodiff.js';
 import { Graph } from '../graph/graph.js';
-import { abs, add, div, mul, reduceSum, softmax, sqrt, sub } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { hookWidth, HOOKS, type Hook, type ModelConfig } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
@@ -23,40 +22,6 @@ export interface Hidden {
   data: Float32Array;
 }
 
-
-export interface ObjectiveFeeds {
-  x: Float32Array;
-  l1: Float32Array;
-  lin: Float32Array;
-  C: Float32Array;
-  report: Float32Array;
-}
-
-export interface ObjectiveResult {
-  loss: Float32Array;
-  act: Float32Array;
-  grad: Float32Array;
-}
-
-export interface MatchFeeds {
-  /** Input embeddings [B, T, D]. */
-  x: Float32Array;
-  /** The hook output to match [B, T, F]. */
-  target: Float32Array;
-  /** Per-problem weight of the L1 distance [B]. */
-  l1: Float32Array;
-  /** Per-problem weight of the cosine term Σ_t (1 − cos(O_t, O*_t)) [B]. */
-  cos: Float32Array;
-}
-
-export interface FluencyFeeds {
-  /** Input embeddings [B, T, D] (through the full model, from block 1). */
-  x: Float32Array;
-  /** Next-token targets as weighted one-hots [B, T, V]: row t holds w_t at the id that follows position t. */
-  targets: Float32Array;
-  /** The row weights w_t [B, T, 1] (0 where a position predicts nothing). */
-  rows: Float32Array;
-}
 
 export class ModelRunner {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
@@ -84,19 +49,19 @@ export class ModelRunner {
   }
 
   /** Check a 1-based inclusive block range against the model. */
-  checkRange(range: BlockRange, flag = '--blocks'): void {
+  checkRange(range: BlockRange, param = 'blocks'): void {
     const n = this.config.nLayers;
     const [a, b] = range;
     if (!Number.isInteger(a) || !Number.isInteger(b) || a < 1 || b > n || a > b) {
-      throw new UserError(`${flag}: block range ${a}-${b} is outside the model's blocks 1-${n}`);
+      throw new UserError(`${param}: block range ${a}-${b} is outside the model's blocks 1-${n}`, undefined, param);
     }
   }
 
-  checkIds(ids: number[][], flag = '--ids'): void {
+  checkIds(ids: number[][], param = 'ids'): void {
     const V = this.config.vocabSize;
     for (const row of ids) {
       for (const id of row) {
-        if (!Number.isInteger(id) || id < 0 || id >= V) throw new UserError(`${flag}: token id ${id} is outside the vocabulary 0-${V - 1}`);
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw new UserError(`${param}: token id ${id} is outside the vocabulary 0-${V - 1}`, undefined, param);
       }
     }
   }
@@ -144,14 +109,14 @@ export class ModelRunner {
     };
     const w = bytesOf(bound);
     const est = estimate(w.all, w.matrices, activationBytes(cfg, b - a + 1, req.B, req.T), prepack);
-    checkMemory(req.range ? `--blocks ${a}-${b}` : this.model.path, est, req.range, req.range ? totalFor : undefined);
+    checkMemory(req.range ? `blocks ${a}-${b}` : this.model.path, est, req.range, req.range ? totalFor : undefined, req.range ? 'blocks' : undefined);
   }
 
   /** Hook output of block B after applying blocks A..B directly to the token embeddings of `ids` ([B, T]). */
   async hidden(ids: number[][], range: BlockRange, hook: Hook): Promise<Hidden> {
     this.checkRange(range);
     this.checkIds(ids);
-    if (!HOOKS.includes(hook)) throw new UserError(`--hook: unknown hook "${hook}" (expected ${HOOKS.join(', ')})`);
+    if (!HOOKS.includes(hook)) throw paramError('hook', `unknown hook "${hook}" (expected ${HOOKS.join(', ')})`);
     const [B, T] = [ids.length, ids[0]!.length];
     const session = await this.session(`hidden|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
       const x = this.embedIds(g, w, B, T);
@@ -162,68 +127,20 @@ export class ModelRunner {
   }
 
   /**
-   * One gradient evaluation for B independent problems on input embeddings x [B, T, D] through blocks A..B:
-   *   loss[b] = Σ l1[b] ⊙ |C[b] − O[b]|  −  Σ lin[b] ⊙ O[b]      (O = the hook output, [T, F] per problem)
-   *   act[b]  = Σ report[b] ⊙ O[b]
-   * and d(loss[b])/d(x[b]). Every objective is one of these two forms (L1 to a constant, or a weighted sum: `sum`,
-   * `max` and `--direction`), so one graph per shape serves any mix of objectives in a batch. Problems never mix: a NaN
-   * in one stays in its own row.
+   * Run a graph a caller builds over this model's weights — the feature objectives (src/features/objective.ts) are
+   * such graphs: the engine runs graphs, it does not define what they optimise. The session is built once per `key`
+   * (which must name everything the graph depends on: its kind, shape, blocks, hook) and cached; `request` sizes the
+   * memory check made before anything is bound.
    */
-  async objective(range: BlockRange, hook: Hook, feeds: ObjectiveFeeds, shape: { B: number; T: number }): Promise<ObjectiveResult> {
-    this.checkRange(range);
-    const { B, T } = shape;
-    const session = await this.session(`objective|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => buildObjective(g, this.config, w, range, hook, shape), { range, B, T });
-    const out = await session.run({ ...feeds });
-    return { loss: out.loss as Float32Array, act: out.act as Float32Array, grad: out.grad as Float32Array };
-  }
-
-  /**
-   * Matching a target hook output, for input recovery: on embeddings x [B, T, D] through blocks A..B,
-   *   loss[b] = l1[b] · Σ |O[b] − target[b]|  +  cos[b] · Σ_t (1 − cos(O[b,t], target[b,t]))
-   * and d(loss[b])/d(x[b]). Problems never mix.
-   */
-  async match(range: BlockRange, hook: Hook, feeds: MatchFeeds, shape: { B: number; T: number }): Promise<{ loss: Float32Array; grad: Float32Array }> {
-    this.checkRange(range);
-    const { B, T } = shape;
-    const D = this.config.dim;
-    const F = hookWidth(this.config, hook);
-    const session = await this.session(`match|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
-      const x = g.input('x', [B, T, D], { grad: true });
-      const O = runBlocks(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(x, this.config, w), range, hook);
-      const target = g.input('target', [B, T, F]);
-      const l1w = g.input('l1', [B]);
-      const cosw = g.input('cos', [B]);
-      const l1 = reduceSum(abs(sub(O, target)), [1, 2]);
-      const norm = (v: Value) => sqrt(add(reduceSum(mul(v, v), [2]), 1e-12));
-      const cos = div(reduceSum(mul(O, target), [2]), mul(norm(O), norm(target)));
-      const loss = add(mul(l1w, l1), mul(cosw, reduceSum(sub(1, cos), [1])));
-      g.output(loss, 'loss');
-      g.output(grad(loss, [x])[0]!, 'grad');
-    }, { range, B, T });
-    const out = await session.run({ ...feeds });
-    return { loss: out.loss as Float32Array, grad: out.grad as Float32Array };
-  }
-
-  /**
-   * Full-model next-token logits [B, T, V] for embeddings x [B, T, D], and the gradient with respect to x of the
-   * weighted cross-entropy Σ_t w_t · (logsumexp(logits_t) − logits_t[target_t]). The cross-entropy itself is computed
-   * from the logits by the caller (the graph has no log); its gradient with respect to the logits, softmax · w − onehot · w,
-   * is fed to the backward pass as the upstream gradient.
-   */
-  async fluencyGrad(feeds: FluencyFeeds, shape: { B: number; T: number }): Promise<{ logits: Float32Array; grad: Float32Array }> {
-    const { B, T } = shape;
-    const { dim: D, vocabSize: V } = this.config;
-    const session = await this.session(`fluency|${B}|${T}`, (g, w) => {
-      const x = g.input('x', [B, T, D], { grad: true });
-      const logits = fullLogits(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(x, this.config, w));
-      const targets = g.input('targets', [B, T, V]);
-      const rows = g.input('rows', [B, T, 1]);
-      const seed = sub(mul(softmax(logits, -1), rows), targets);
-      g.output(logits, 'logits');
-      g.output(grad(logits, [x], seed)[0]!, 'grad');
-    }, { range: null, B, T });
-    const out = await session.run({ ...feeds });
-    return { logits: out.logits as Float32Array, grad: out.grad as Float32Array };
+  async runGraph(
+    key: string,
+    build: (g: Graph, w: Weights) => void,
+    feeds: Record<string, Float32Array | BigInt64Array>,
+    request?: { range: BlockRange | null; B: number; T: number },
+  ): Promise<Record<string, Float32Array>> {
+    if (request?.range) this.checkRange(request.range);
+    const session = await this.session(key, build, request);
+    return (await session.run(feeds)) as Record<string, Float32Array>;
   }
 
   /**
@@ -291,25 +208,6 @@ export class ModelRunner {
 }
 
 /** log Σ exp over data[offset .. offset + n), computed stably in float64. */
-/**
- * The graph behind ModelRunner.objective (see there): inputs x, l1, lin, C, report; outputs loss, act, grad. Exported
- * so the benchmark profiles exactly the graph the optimiser runs.
- */
-export function buildObjective(g: Graph, cfg: ModelConfig, w: Weights, range: BlockRange, hook: Hook, shape: { B: number; T: number }): void {
-  const { B, T } = shape;
-  const F = hookWidth(cfg, hook);
-  const x = g.input('x', [B, T, cfg.dim], { grad: true });
-  const O = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, hook);
-  const l1 = g.input('l1', [B, T, F]);
-  const lin = g.input('lin', [B, T, F]);
-  const C = g.input('C', [B, 1, 1]);
-  const report = g.input('report', [B, T, F]);
-  const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
-  g.output(loss, 'loss');
-  g.output(reduceSum(mul(report, O), [1, 2]), 'act');
-  g.output(grad(loss, [x])[0]!, 'grad');
-}
-
 export function logSumExp(data: ArrayLike<number>, offset: number, n: number): number {
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, data[offset + i]!);

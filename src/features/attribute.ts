@@ -5,10 +5,11 @@
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
-import type { BlockRange } from '../models/transformer.js';
+import type { BlockRange } from '../models/block-range.js';
 import type { Decoder } from './decode.js';
 import { selectionMask, expandSelection } from './selection.js';
 import { UserError } from '../errors.js';
+import { objectiveStep } from './objective.js';
 
 export interface Attribution {
   ids: number[];
@@ -29,12 +30,12 @@ export async function attribute(runner: ModelRunner, decoder: Decoder, ids: numb
   const D = runner.config.dim;
   const F = hookWidth(runner.config, hook);
   const runs = expandSelection(select, T, F);
-  if (runs.length !== 1) throw new UserError(`--select: attribute takes one combined selection, "${select}" means ${runs.length} runs (use a:b or : instead of a-b)`);
+  if (runs.length !== 1) throw new UserError(`select: attribute takes one combined selection, "${select}" means ${runs.length} runs (use a:b or : instead of a-b)`, undefined, 'select');
   const mask = selectionMask(runs[0]!, T, F);
   const x = new Float32Array(T * D);
   ids.forEach((id, t) => x.set(decoder.embedding(id), t * D));
   // loss = −Σ mask ⊙ O, so the activation's gradient is the negated loss gradient.
-  const res = await runner.objective(blocks, hook, { x, l1: new Float32Array(T * F), lin: mask, C: Float32Array.of(0), report: mask }, { B: 1, T });
+  const res = await objectiveStep(runner, blocks, hook, { x, l1: new Float32Array(T * F), lin: mask, C: Float32Array.of(0), report: mask }, { B: 1, T });
   const grad = Array.from({ length: T }, (_, t) => Array.from(res.grad.subarray(t * D, (t + 1) * D), (g) => -g));
   const saliency = grad.map((row, t) => row.reduce((s, g, i) => s + g * x[t * D + i]!, 0));
   return { ids, select: runs[0]!.label, blocks: [blocks[0], blocks[1]], hook, activation: res.act[0]!, grad, saliency };

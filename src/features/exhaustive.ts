@@ -13,7 +13,7 @@ import { displayText } from '../tokenizers/display.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
-import type { BlockRange } from '../models/transformer.js';
+import type { BlockRange } from '../models/block-range.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, uniformStream } from '../util/random.js';
 import { topIndices } from './decode.js';

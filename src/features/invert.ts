@@ -8,15 +8,18 @@
  * final loss wins. Positions holding a leading BOS are fixed. Optionally the decoded prompt is refined by GCG on the
  * same loss, with real tokens.
  */
-import { UserError } from '../errors.js';
+import { paramError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
-import type { BlockRange } from '../models/transformer.js';
+import type { BlockRange } from '../models/block-range.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream } from '../util/random.js';
 import { topIndices, type Decoder, type DecodeMode } from './decode.js';
-import { allowedTokens, checkRefineSettings, gcg, refineRecord, roundTrips, type RefineSettings, type Scorer } from './refine.js';
+import { matchStep } from './objective.js';
+import { learningRate, Optimizer } from './optimize.js';
+import { allowedTokens, checkRefineSettings, gcg, roundTrips, type RefineSettings, type Scorer } from './refine/index.js';
+import { checkSettings, defaultSettings, settingsRecord } from './settings.js';
 
 export interface InvertSettings {
   blocks: BlockRange;
@@ -40,20 +43,8 @@ export interface InvertSettings {
   refine: RefineSettings | null;
 }
 
-export const DEFAULT_INVERT: Omit<InvertSettings, 'blocks'> = {
-  hook: 'resid',
-  steps: 2000,
-  lr: 0.05,
-  lrEnd: 0.005,
-  optimizer: 'adam',
-  l1: 1,
-  cosine: 0,
-  decode: 'pinv',
-  initScale: 1,
-  restarts: 1,
-  seed: 0,
-  refine: null,
-};
+/** The settings table's defaults for invert (src/features/settings.ts states them; this is their typed view). */
+export const DEFAULT_INVERT = { hook: 'resid', ...defaultSettings('invert') } as unknown as Omit<InvertSettings, 'blocks'>;
 
 export interface InvertResult {
   /** The original text (null when given as ids without a tokenizer). */
@@ -136,7 +127,7 @@ export function matchScorer(
         seqs.map(async (ids) => {
           const x = new Float32Array(T * D);
           ids.forEach((id, t) => x.set(decoder.embedding(id), t * D));
-          const res = await runner.match(opts.blocks, opts.hook, { x, target, l1: Float32Array.of(opts.l1), cos: Float32Array.of(opts.cosine) }, { B: 1, T });
+          const res = await matchStep(runner, opts.blocks, opts.hook, { x, target, l1: Float32Array.of(opts.l1), cos: Float32Array.of(opts.cosine) }, { B: 1, T });
           return res.grad.map((g) => -g);
         }),
       );
@@ -145,13 +136,13 @@ export function matchScorer(
 }
 
 export async function invert(runner: ModelRunner, decoder: Decoder, tokenizer: Tokenizer | null, ids: number[], s: InvertSettings): Promise<InvertResult> {
+  checkSettings('invert', s);
   runner.checkRange(s.blocks);
   runner.checkIds([ids]);
-  if (ids.length === 0) throw new UserError('--text: encodes to no tokens');
+  if (ids.length === 0) throw paramError('text', 'encodes to no tokens');
   if (s.refine) {
     checkRefineSettings(s.refine);
-    if (s.refine.method !== 'gcg') throw new UserError(`--refine: invert supports gcg only, got "${s.refine.method}"`);
-    if (s.refine.retokenize && !tokenizer) throw new UserError('--retokenize: needs a tokenizer');
+    if (s.refine.retokenize && !tokenizer) throw paramError('refine.retokenize', 'needs a tokenizer');
   }
   const R = s.restarts;
   const T = ids.length;
@@ -179,31 +170,19 @@ export async function invert(runner: ModelRunner, decoder: Decoder, tokenizer: T
   }
   const feeds = { x, target, l1: new Float32Array(R).fill(s.l1), cos: new Float32Array(R).fill(s.cosine) };
   const shape = { B: R, T };
-  const adam = s.optimizer === 'adam' ? { m: new Float32Array(x.length), v: new Float32Array(x.length) } : null;
+  const optimizer = new Optimizer(s.optimizer, x.length);
   const every = Math.max(1, Math.floor(s.steps / 100));
   const curves: [number, number][][] = Array.from({ length: R }, () => []);
   let initial: Float32Array | null = null;
   const t0 = performance.now();
   for (let step = 0; step < s.steps; step++) {
-    const res = await runner.match(s.blocks, s.hook, feeds, shape);
+    const res = await matchStep(runner, s.blocks, s.hook, feeds, shape);
     if (step === 0) initial = res.loss.slice();
     if (step % every === 0) for (let r = 0; r < R; r++) curves[r]!.push([step, res.loss[r]!]);
-    const lr = s.steps > 1 ? s.lr + ((s.lrEnd - s.lr) * step) / (s.steps - 1) : s.lr;
-    for (let r = 0; r < R; r++) {
-      for (const t of free) {
-        const base = (r * T + t) * D;
-        for (let i = 0; i < D; i++) {
-          const g = res.grad[base + i]!;
-          if (adam) {
-            const m = (adam.m[base + i] = 0.9 * adam.m[base + i]! + 0.1 * g);
-            const v = (adam.v[base + i] = 0.999 * adam.v[base + i]! + 0.001 * g * g);
-            x[base + i]! -= (lr * (m / (1 - 0.9 ** (step + 1)))) / (Math.sqrt(v / (1 - 0.999 ** (step + 1))) + 1e-8);
-          } else x[base + i]! -= lr * g;
-        }
-      }
-    }
+    const lr = learningRate(s, step);
+    for (let r = 0; r < R; r++) for (const t of free) optimizer.update(x, res.grad, (r * T + t) * D, D, lr, step);
   }
-  const final = await runner.match(s.blocks, s.hook, feeds, shape);
+  const final = await matchStep(runner, s.blocks, s.hook, feeds, shape);
   initial ??= final.loss;
   const optimizeMs = performance.now() - t0;
   let r = 0;
@@ -276,18 +255,7 @@ export async function invert(runner: ModelRunner, decoder: Decoder, tokenizer: T
   };
 }
 
+/** The settings as reported with the result (the settings table's record for invert; refinement is one climb). */
 export function invertRecord(s: InvertSettings): Record<string, unknown> {
-  return {
-    steps: s.steps,
-    lr: s.lr,
-    lr_end: s.lrEnd,
-    optimizer: s.optimizer,
-    l1: s.l1,
-    cosine: s.cosine,
-    decode: s.decode,
-    init_scale: s.initScale,
-    restarts: s.restarts,
-    seed: s.seed,
-    refine: s.refine ? refineRecord({ ...s.refine, starts: 1 }) : null, // one climb, from the top-1 decode
-  };
+  return settingsRecord(s, undefined, 'invert');
 }

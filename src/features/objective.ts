@@ -1,8 +1,15 @@
 /**
- * Objectives as the weight tensors the objective graph takes (see ModelRunner.objective): every objective is either
- * an L1 distance to a constant or a weighted sum of the hook output.
+ * Feature objectives: each objective as the weight tensors the objective graph takes (every objective is either an L1
+ * distance to a constant or a weighted sum of the hook output), and every loss graph a search optimises.
  */
-import { UserError } from '../errors.js';
+import { paramError } from '../errors.js';
+import type { ModelRunner } from '../engine/runner.js';
+import { grad } from '../graph/autodiff.js';
+import type { Graph } from '../graph/graph.js';
+import { abs, add, div, mul, reduceSum, softmax, sqrt, sub } from '../graph/ops.js';
+import type { Value } from '../graph/value.js';
+import { hookWidth, type Hook, type ModelConfig } from '../models/config.js';
+import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
 import { selectionMask, type SelectionRun } from './selection.js';
 
 export type ObjectiveKind = 'l1' | 'sum' | 'max';
@@ -30,7 +37,7 @@ export function objectiveWeights(spec: ObjectiveSpec, run: SelectionRun, T: numb
   const mask = selectionMask(run, T, F);
   const zero = new Float32Array(T * F);
   if (spec.direction) {
-    if (spec.direction.length !== F) throw new UserError(`--direction: vector has length ${spec.direction.length}, the hook has ${F} features`);
+    if (spec.direction.length !== F) throw paramError('objective.direction', `vector has length ${spec.direction.length}, the hook has ${F} features`);
     // The direction replaces the feature axis: weight every feature of each selected position by the direction.
     const lin = new Float32Array(T * F);
     let positions = 0;
@@ -54,4 +61,118 @@ export function objectiveWeights(spec: ObjectiveSpec, run: SelectionRun, T: numb
     case 'max':
       return { l1: zero, lin: mean, C: 0, report: mean, offset: 0 };
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The loss graphs. Every search in src/features runs one of these through ModelRunner.runGraph; each is built once
+// per (kind, shape, blocks, hook) and cached by the runner.
+
+export interface ObjectiveFeeds {
+  x: Float32Array;
+  l1: Float32Array;
+  lin: Float32Array;
+  C: Float32Array;
+  report: Float32Array;
+}
+
+export interface ObjectiveResult {
+  loss: Float32Array;
+  act: Float32Array;
+  grad: Float32Array;
+}
+
+/**
+ * The objective graph: for B independent problems on input embeddings x [B, T, D] through blocks A..B,
+ *   loss[b] = Σ l1[b] ⊙ |C[b] − O[b]|  −  Σ lin[b] ⊙ O[b]      (O = the hook output, [T, F] per problem)
+ *   act[b]  = Σ report[b] ⊙ O[b]
+ * and d(loss[b])/d(x[b]). Every objective is one of these two forms (L1 to a constant, or a weighted sum: `sum`,
+ * `max` and `--direction`), so one graph per shape serves any mix of objectives in a batch. Problems never mix: a NaN
+ * in one stays in its own row. Exported so the benchmark profiles exactly the graph the optimiser runs.
+ */
+export function buildObjective(g: Graph, cfg: ModelConfig, w: Weights, range: BlockRange, hook: Hook, shape: { B: number; T: number }): void {
+  const { B, T } = shape;
+  const F = hookWidth(cfg, hook);
+  const x = g.input('x', [B, T, cfg.dim], { grad: true });
+  const O = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, hook);
+  const l1 = g.input('l1', [B, T, F]);
+  const lin = g.input('lin', [B, T, F]);
+  const C = g.input('C', [B, 1, 1]);
+  const report = g.input('report', [B, T, F]);
+  const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
+  g.output(loss, 'loss');
+  g.output(reduceSum(mul(report, O), [1, 2]), 'act');
+  g.output(grad(loss, [x])[0]!, 'grad');
+}
+
+/** One evaluation of the objective graph (see buildObjective): loss, activation and gradient per problem. */
+export async function objectiveStep(runner: ModelRunner, range: BlockRange, hook: Hook, feeds: ObjectiveFeeds, shape: { B: number; T: number }): Promise<ObjectiveResult> {
+  const { B, T } = shape;
+  const out = await runner.runGraph(`objective|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => buildObjective(g, runner.config, w, range, hook, shape), { ...feeds }, { range, B, T });
+  return { loss: out.loss!, act: out.act!, grad: out.grad! };
+}
+
+export interface MatchFeeds {
+  /** Input embeddings [B, T, D]. */
+  x: Float32Array;
+  /** The hook output to match [B, T, F]. */
+  target: Float32Array;
+  /** Per-problem weight of the L1 distance [B]. */
+  l1: Float32Array;
+  /** Per-problem weight of the cosine term Σ_t (1 − cos(O_t, O*_t)) [B]. */
+  cos: Float32Array;
+}
+
+/**
+ * Matching a target hook output, for input recovery: on embeddings x [B, T, D] through blocks A..B,
+ *   loss[b] = l1[b] · Σ |O[b] − target[b]|  +  cos[b] · Σ_t (1 − cos(O[b,t], target[b,t]))
+ * and d(loss[b])/d(x[b]). Problems never mix.
+ */
+export async function matchStep(runner: ModelRunner, range: BlockRange, hook: Hook, feeds: MatchFeeds, shape: { B: number; T: number }): Promise<{ loss: Float32Array; grad: Float32Array }> {
+  const { B, T } = shape;
+  const cfg = runner.config;
+  const F = hookWidth(cfg, hook);
+  const out = await runner.runGraph(`match|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+    const x = g.input('x', [B, T, cfg.dim], { grad: true });
+    const O = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, hook);
+    const target = g.input('target', [B, T, F]);
+    const l1w = g.input('l1', [B]);
+    const cosw = g.input('cos', [B]);
+    const l1 = reduceSum(abs(sub(O, target)), [1, 2]);
+    const norm = (v: Value) => sqrt(add(reduceSum(mul(v, v), [2]), 1e-12));
+    const cos = div(reduceSum(mul(O, target), [2]), mul(norm(O), norm(target)));
+    const loss = add(mul(l1w, l1), mul(cosw, reduceSum(sub(1, cos), [1])));
+    g.output(loss, 'loss');
+    g.output(grad(loss, [x])[0]!, 'grad');
+  }, { ...feeds }, { range, B, T });
+  return { loss: out.loss!, grad: out.grad! };
+}
+
+export interface FluencyFeeds {
+  /** Input embeddings [B, T, D] (through the full model, from block 1). */
+  x: Float32Array;
+  /** Next-token targets as weighted one-hots [B, T, V]: row t holds w_t at the id that follows position t. */
+  targets: Float32Array;
+  /** The row weights w_t [B, T, 1] (0 where a position predicts nothing). */
+  rows: Float32Array;
+}
+
+/**
+ * Full-model next-token logits [B, T, V] for embeddings x [B, T, D], and the gradient with respect to x of the
+ * weighted cross-entropy Σ_t w_t · (logsumexp(logits_t) − logits_t[target_t]). The cross-entropy itself is computed
+ * from the logits by the caller (the graph has no log); its gradient with respect to the logits, softmax · w − onehot · w,
+ * is fed to the backward pass as the upstream gradient.
+ */
+export async function fluencyStep(runner: ModelRunner, feeds: FluencyFeeds, shape: { B: number; T: number }): Promise<{ logits: Float32Array; grad: Float32Array }> {
+  const { B, T } = shape;
+  const cfg = runner.config;
+  const out = await runner.runGraph(`fluency|${B}|${T}`, (g, w) => {
+    const x = g.input('x', [B, T, cfg.dim], { grad: true });
+    const logits = fullLogits(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w));
+    const targets = g.input('targets', [B, T, cfg.vocabSize]);
+    const rows = g.input('rows', [B, T, 1]);
+    const seed = sub(mul(softmax(logits, -1), rows), targets);
+    g.output(logits, 'logits');
+    g.output(grad(logits, [x], seed)[0]!, 'grad');
+  }, { ...feeds }, { range: null, B, T });
+  return { logits: out.logits!, grad: out.grad! };
 }

@@ -28,7 +28,7 @@ interface ParsedItem {
 }
 
 function syntaxError(text: string, at: number, what: string): UserError {
-  return new UserError(`--select: ${what} at character ${at + 1}`, `  ${text}\n  ${' '.repeat(at)}^`);
+  return new UserError(`select: ${what} at character ${at + 1}`, `  ${text}\n  ${' '.repeat(at)}^`, 'select');
 }
 
 /** Parse the notation; indices are checked against a model's sizes later, by `expandSelection`. */
@@ -110,7 +110,7 @@ export function parseSelection(text: string): { positions: ParsedItem[]; feature
 function expandAxis(items: ParsedItem[], size: number, axis: 'position' | 'feature', text: string): AxisPick[] {
   const check = (n: number, at: number) => {
     if (n >= size) {
-      throw new UserError(`--select: ${axis} ${n} is outside the valid range 0-${size - 1}`, `  ${text}\n  ${' '.repeat(at)}^`);
+      throw new UserError(`select: ${axis} ${n} is outside the valid range 0-${size - 1}`, `  ${text}\n  ${' '.repeat(at)}^`, 'select');
     }
   };
   const out: AxisPick[] = [];

@@ -6,21 +6,23 @@
  * have zero weights), so a run gives the same result whatever it is batched with.
  */
 import { displayText } from '../tokenizers/display.js';
-import { UserError } from '../errors.js';
+import { paramError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
+import type { BlockRange } from '../models/block-range.js';
 import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
-import type { BlockRange } from '../models/transformer.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
 import { Decoder, topIndices, typicalNeighbourCosine, type DecodeMode } from './decode.js';
-import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
+import { objectiveStep, objectiveWeights, type ObjectiveFeeds, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
+import { learningRate, Optimizer, type OptimizerKind } from './optimize.js';
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
-import { allowedTokens, checkRefineSettings, refineActivation, refineRecord, type Refined, type RefineSettings } from './refine.js';
+import { allowedTokens, checkRefineSettings, refineActivation, type Refined, type RefineSettings } from './refine/index.js';
+import { checkSettings, defaultSettings, settingsRecord } from './settings.js';
 import { expandSelection, type SelectionRun } from './selection.js';
 
 export type InitKind = { kind: 'randn' } | { kind: 'random-tokens' } | { kind: 'tokens'; ids: number[] };
-export type OptimizerKind = 'sgd' | 'adam';
+export type { OptimizerKind } from './optimize.js';
 
 export interface VisualizeSettings {
   blocks: BlockRange;
@@ -49,23 +51,8 @@ export interface VisualizeSettings {
   exhaustive?: boolean;
 }
 
-export const DEFAULT_SETTINGS: Omit<VisualizeSettings, 'blocks' | 'hook'> = {
-  tokens: 5,
-  steps: 500,
-  lr: 2,
-  lrEnd: 0.2,
-  optimizer: 'sgd',
-  objective: { kind: 'l1', C: 100 },
-  topk: 5,
-  decode: 'pinv',
-  init: { kind: 'randn' },
-  prefix: [],
-  suffix: [],
-  bos: false,
-  seed: 0,
-  batch: 32,
-  randomDraws: 8,
-};
+/** The settings table's defaults for visualize (src/features/settings.ts states them; this is their typed view). */
+export const DEFAULT_SETTINGS = defaultSettings('visualize') as unknown as Omit<VisualizeSettings, 'blocks' | 'hook'>;
 
 export interface RunResult {
   select: string;
@@ -98,6 +85,8 @@ export interface RunResult {
   loss: [number, number][];
   status: 'ok' | 'failed';
   error?: string;
+  /** Run options and the llm-features version that computed the record (atlas build): provenance, not settings. */
+  provenance?: Record<string, unknown>;
   /** refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs. */
   timings: { optimize_ms: number; decode_ms: number; verify_ms: number; refine_ms?: number; exhaustive_ms?: number };
 }
@@ -177,20 +166,22 @@ export class Visualizer {
     return displayText(this.tokenizer, ids);
   }
 
+  /** Optimise, decode and verify every run of a selection under one settings set. */
   async run(req: VisualizeRequest): Promise<RunResult[]> {
     const s = req.settings;
     const cfg = this.runner.config;
+    checkSettings('visualize', s);
     this.runner.checkRange(s.blocks);
-    if (s.bos && (this.tokenizer?.bosId ?? null) === null) throw new UserError('--bos: the model has no BOS token');
+    if (s.bos && (this.tokenizer?.bosId ?? null) === null) throw paramError('bos', 'the model has no BOS token');
     const lay = layout(s, this.tokenizer?.bosId ?? null);
-    if (lay.T > cfg.maxSeqLen) throw new UserError(`--tokens: ${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
+    if (lay.T > cfg.maxSeqLen) throw paramError('tokens', `${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
     const F = hookWidth(cfg, s.hook);
     const runs = expandSelection(req.select, lay.T, F);
     if (s.refine) {
       // Refinement settings and token filters are checked before any optimisation runs.
       checkRefineSettings(s.refine);
       allowedTokens(this.tokenizer, cfg.vocabSize, s.refine.filter);
-      if (s.refine.retokenize && !this.tokenizer) throw new UserError('--retokenize: needs a tokenizer');
+      if (s.refine.retokenize && !this.tokenizer) throw paramError('refine.retokenize', 'needs a tokenizer');
     }
     const results: RunResult[] = [];
     // A request with fewer runs than --batch gets a graph of its own size (a lone feature should not pay for 31 padding
@@ -263,13 +254,13 @@ export class Visualizer {
     const failed: (string | null)[] = runs.map(() => null);
     const curves: [number, number][][] = runs.map(() => []);
     const every = Math.max(1, Math.floor(s.steps / 100));
-    const adam = s.optimizer === 'adam' ? { m: new Float32Array(B * T * D), v: new Float32Array(B * T * D) } : null;
+    const optimizer = new Optimizer(s.optimizer, B * T * D);
     let initialLoss: Float32Array | null = null;
     const t0 = performance.now();
     for (let step = 0; step < s.steps; step++) {
-      const res = await this.runner.objective(s.blocks, s.hook, feeds, shape);
+      const res = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape);
       if (step === 0) initialLoss = res.loss.slice();
-      const lr = s.steps > 1 ? s.lr + ((s.lrEnd - s.lr) * step) / (s.steps - 1) : s.lr;
+      const lr = learningRate(s, step);
       runs.forEach((_, b) => {
         if (failed[b]) return;
         const loss = res.loss[b]! + weights[b]!.offset;
@@ -278,22 +269,10 @@ export class Visualizer {
           return;
         }
         if (step % every === 0) curves[b]!.push([step, loss]);
-        for (const t of lay.free) {
-          const base = (b * T + t) * D;
-          for (let i = 0; i < D; i++) {
-            const g = res.grad[base + i]!;
-            if (adam) {
-              const m = (adam.m[base + i] = 0.9 * adam.m[base + i]! + 0.1 * g);
-              const v = (adam.v[base + i] = 0.999 * adam.v[base + i]! + 0.001 * g * g);
-              const mh = m / (1 - 0.9 ** (step + 1));
-              const vh = v / (1 - 0.999 ** (step + 1));
-              feeds.x[base + i]! -= (lr * mh) / (Math.sqrt(vh) + 1e-8);
-            } else feeds.x[base + i]! -= lr * g;
-          }
-        }
+        for (const t of lay.free) optimizer.update(feeds.x, res.grad, (b * T + t) * D, D, lr, step);
       });
     }
-    const final = await this.runner.objective(s.blocks, s.hook, feeds, shape);
+    const final = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape);
     const optimizeMs = performance.now() - t0;
 
     // Decode each run's free positions and rebuild full id sequences.
@@ -324,10 +303,10 @@ export class Visualizer {
     // Verification: decoded tokens fed back as real tokens, and random real tokens.
     const t2 = performance.now();
     const idsOf = (b: number) => decoded[b]!.rows.map((r) => r[0]!);
-    const decodedAct = await this.activationOf(runs.map((_, b) => (decoded[b] ? idsOf(b) : null)), feeds, shape);
+    const decodedAct = await this.activationOf(runs.map((_, b) => (decoded[b] ? idsOf(b) : null)), s, feeds, shape);
     const randomSum = new Float64Array(runs.length);
     for (let draw = 0; draw < s.randomDraws; draw++) {
-      const act = await this.activationOf(runs.map((r) => this.randomSequence(r, draw, s, lay)), feeds, shape);
+      const act = await this.activationOf(runs.map((r) => this.randomSequence(r, draw, s, lay)), s, feeds, shape);
       act.forEach((a, b) => (randomSum[b]! += a ?? NaN));
     }
     const baselines = await this.baselines(runs, weights, s, lay, F, feeds, shape, decoded.map((d) => (d ? d.rows.map((r) => r[0]!) : null)));
@@ -396,16 +375,13 @@ export class Visualizer {
   }
 
   /** The objective graph's activation for real token sequences (null rows are skipped). */
-  private async activationOf(seqs: (number[] | null)[], feeds: { x: Float32Array; l1: Float32Array; lin: Float32Array; C: Float32Array; report: Float32Array }, shape: { B: number; T: number }): Promise<(number | null)[]> {
+  private async activationOf(seqs: (number[] | null)[], s: VisualizeSettings, feeds: ObjectiveFeeds, shape: { B: number; T: number }): Promise<(number | null)[]> {
     const D = this.runner.config.dim;
     const x = new Float32Array(shape.B * shape.T * D);
     seqs.forEach((ids, b) => ids?.forEach((id, t) => x.set(this.decoder.embedding(id), (b * shape.T + t) * D)));
-    const res = await this.runner.objective(this.lastRange!, this.lastHook!, { ...feeds, x }, shape);
+    const res = await objectiveStep(this.runner, s.blocks, s.hook, { ...feeds, x }, shape);
     return seqs.map((ids, b) => (ids ? res.act[b]! : null));
   }
-
-  private lastRange: BlockRange | null = null;
-  private lastHook: Hook | null = null;
 
   private async baselines(
     runs: SelectionRun[],
@@ -413,7 +389,7 @@ export class Visualizer {
     s: VisualizeSettings,
     lay: Layout,
     F: number,
-    feeds: { x: Float32Array; l1: Float32Array; lin: Float32Array; C: Float32Array; report: Float32Array },
+    feeds: ObjectiveFeeds,
     shape: { B: number; T: number },
     top1: (number[] | null)[],
   ): Promise<(Baseline | null)[]> {
@@ -430,43 +406,18 @@ export class Visualizer {
     });
     const seqs = out.map((bl) => (bl ? Array.from({ length: lay.T }, (_, t) => lay.fixed.get(t) ?? bl.tokens[0]!) : null));
     if (seqs.some((x) => x)) {
-      const acts = await this.activationOf(seqs, feeds, shape);
+      const acts = await this.activationOf(seqs, s, feeds, shape);
       out.forEach((bl, b) => bl && (bl.activation = acts[b]!));
     }
     return out;
   }
 
-  /** Entry for one settings set: remembers which range/hook the verification graph uses. */
+  /** The same as run(): the name the CLI and the README use. */
   async visualize(req: VisualizeRequest): Promise<RunResult[]> {
-    this.lastRange = req.settings.blocks;
-    this.lastHook = req.settings.hook;
     return this.run(req);
   }
 }
 
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
-}
-
-/** The settings as stored with every result, enough to reproduce it. */
-export function settingsRecord(s: VisualizeSettings): Record<string, unknown> {
-  return {
-    tokens: s.tokens,
-    steps: s.steps,
-    lr: s.lr,
-    lr_end: s.lrEnd,
-    optimizer: s.optimizer,
-    objective: s.objective.direction ? 'direction' : s.objective.kind,
-    C: s.objective.C,
-    topk: s.topk,
-    decode: s.decode,
-    init: s.init.kind === 'tokens' ? `tokens:${s.init.ids.join(',')}` : s.init.kind,
-    prefix: s.prefix,
-    suffix: s.suffix,
-    bos: s.bos,
-    seed: s.seed,
-    random_draws: s.randomDraws,
-    ...(s.refine ? { refine: refineRecord(s.refine) } : {}),
-    ...(s.exhaustive ? { baseline: 'exhaustive' } : {}),
-  };
 }

@@ -10,8 +10,8 @@ import type { Hook, ModelConfig } from './config.js';
 import { gpt2Architecture } from './gpt2.js';
 import { llamaBlock, llamaContext, llamaHead, type BlockOutputs, type OptionalWeightFn, type WeightFn } from './llama.js';
 
-/** 1-based inclusive block range, as the CLI spells it ("2-4"). */
-export type BlockRange = readonly [number, number];
+export type { BlockRange } from './block-range.js';
+import type { BlockRange } from './block-range.js';
 
 export interface Weights {
   get: WeightFn;
