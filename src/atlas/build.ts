@@ -31,7 +31,8 @@ export interface BuildRequest {
   runner: ModelRunner;
   blocks: [number, number][];
   hook: Hook;
-  /** Feature indices; each becomes the selection `[:, :, f]`. */
+  /** Feature indices; each becomes the selection `[:, :, f]`. With a direction objective: none — the direction replaces
+   *  the feature axis, so each block range gets one record, `[:, :, :]`. */
   features: number[];
   /** Everything but blocks and hook (those come from the sweep). */
   settings: Omit<VisualizeSettings, 'blocks' | 'hook'>;
@@ -52,12 +53,18 @@ export interface BuildSummary {
   elapsed_ms: number;
 }
 
+/** The selection of a direction record: every position; the direction stands for the feature axis. */
+const DIRECTION_SELECT = '[:, :, :]';
+
 export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   const { atlas, runner, hook } = req;
   const model = runner.model;
   // Check everything cheap before hashing the checkpoint or running anything.
   for (const b of req.blocks) runner.checkRange(b);
   const width = hookWidth(model.config, hook);
+  const direction = req.settings.objective.direction;
+  if (direction && req.features.length) throw paramError('features', 'a direction replaces the feature axis: give --direction or --features, not both');
+  if (!direction && req.features.length === 0) throw paramError('features', 'no features to sweep');
   for (const f of req.features) {
     if (!Number.isInteger(f) || f < 0 || f >= width) throw paramError('features', `feature ${f} is outside the ${hook} hook's features 0-${width - 1}`);
   }
@@ -76,11 +83,13 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   const sample: VisualizeSettings = { ...req.settings, blocks: req.blocks[0]!, hook };
   const settingsHash = atlas.upsertSettings(settingsRecord(sample));
 
+  // One selection per feature, or the one direction selection; a chunk of single features runs as one visualize call.
+  const selects = direction ? [DIRECTION_SELECT] : req.features.map(featureSelect);
   const plan = req.blocks.map((blocks) => {
     const finished = atlas.finishedSelects(hash, blocks, hook, settingsHash);
-    return { blocks, pending: req.features.filter((f) => !finished.has(featureSelect(f))) };
+    return { blocks, pending: req.features.length ? req.features.filter((f) => !finished.has(featureSelect(f))) : finished.has(DIRECTION_SELECT) ? [] : [null] };
   });
-  const total = req.blocks.length * req.features.length;
+  const total = req.blocks.length * selects.length;
   const skipped = total - plan.reduce((n, p) => n + p.pending.length, 0);
   let inserted = 0;
   let failed = 0;
@@ -94,9 +103,10 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
     const settings: VisualizeSettings = { ...req.settings, blocks, hook };
     for (let i = 0; i < pending.length; i += settings.batch) {
       const chunk = pending.slice(i, i + settings.batch);
-      const results = await visualizer.visualize({ select: `[:, :, ${chunk.join(',')}]`, settings });
+      const want = chunk.map((f) => (f === null ? DIRECTION_SELECT : featureSelect(f)));
+      const results = await visualizer.visualize({ select: direction ? DIRECTION_SELECT : `[:, :, ${chunk.join(',')}]`, settings });
       results.forEach((r, k) => {
-        if (r.select !== featureSelect(chunk[k]!)) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${featureSelect(chunk[k]!)}`);
+        if (r.select !== want[k]) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${want[k]}`);
       });
       if (req.runOptions) for (const r of results) r.provenance = { ...req.runOptions, version: VERSION };
       inserted += atlas.insertResults(hash, settingsHash, results);

@@ -9,6 +9,7 @@ import { parseBlockList } from '../models/block-range.js';
 import { hookWidth, type Hook } from '../models/config.js';
 import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
+import { UserError } from '../errors.js';
 import { visualizeSettings } from './settings.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
@@ -44,11 +45,12 @@ const buildCommand: Command = {
     const dbPath = v.need('db');
     const blocks = parseBlockList(v.need('blocks'));
     const hook = v.str('hook') as Hook;
-    const featureSpec = v.need('features');
-    parseFeatures(featureSpec);
+    const featureSpec = v.str('features');
+    if ((featureSpec === undefined) === !v.has('direction')) throw new UserError('--features/--direction: give exactly one of them');
+    if (featureSpec !== undefined) parseFeatures(featureSpec);
     const runner = openRunner(v);
     try {
-      const features = parseFeatures(featureSpec, hookWidth(runner.config, hook));
+      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, hookWidth(runner.config, hook));
       for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
       const atlas = Atlas.open(dbPath);

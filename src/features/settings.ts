@@ -176,7 +176,7 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'which output of block B: resid (the residual stream after it), mlp (MLP neurons), attn (attention output)' },
   { flag: 'select', param: 'select', kind: 'string', metavar: 'SEL', group: 'selection', scope: 'input', commands: ['visualize', 'attribute', 'baseline'], required: ['visualize', 'attribute', 'baseline'],
     describe: 'the slice of the hook output, "[:, P, F]": a-b = one run each, a:b = one combined objective, (0,3) = a list of positions' },
-  { flag: 'features', param: 'features', kind: 'string', metavar: 'SPEC', group: 'selection', scope: 'input', commands: ['atlas build'], required: ['atlas build'],
+  { flag: 'features', param: 'features', kind: 'string', metavar: 'SPEC', group: 'selection', scope: 'input', commands: ['atlas build'],
     describe: 'features to sweep, "0-63" or "0,5,9-12": one run [:, :, f] per feature' },
   { flag: 'ids', param: 'ids', kind: 'string', metavar: 'IDS', group: 'selection', scope: 'input', commands: ['forward', 'attribute', 'invert'],
     describe: 'input token ids, "1,2,3" (or give --text)' },
@@ -208,7 +208,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'C', param: 'objective.C', kind: 'number', above: 0, default: 100, metavar: 'X', group: 'optimisation', scope: 'recorded', commands: VIS,
     describe: 'the target constant of l1 and sum', record: { key: 'C', always: true } },
   { flag: 'direction', param: 'objective.direction', kind: 'path', metavar: 'FILE', group: 'optimisation', scope: 'recorded', commands: [...VIS, 'baseline'],
-    describe: 'a probe or SAE vector (JSON array or 1-D .npy): maximise its dot product with the hook output at the selected positions',
+    describe: 'a probe or SAE vector (JSON array or 1-D .npy): maximise its dot product with the hook output at the selected positions (atlas build: one record per block range, instead of --features)',
     toParam: (v) => (v === undefined ? undefined : readDirectionFile(String(v), 'objective.direction')),
     record: {
       key: 'direction',
@@ -564,3 +564,40 @@ export function runOptions(command: CommandName, given: GivenValues): Record<str
 
 /** The refinement defaults (gcg), as the table states them: for library callers that build their own settings. */
 export const DEFAULT_REFINE = buildSettings('visualize', new Map([['refine', 'gcg']]), { tokenizer: null }).refine as RefineSettings;
+
+/**
+ * The JSON schema of a visualize run's `settings` object, from the table: the keys stored always are required, every
+ * key a record may hold is described. scripts/write_schema.mjs writes it into schemas/visualize.schema.json (a test
+ * checks that the committed file equals it).
+ */
+export function settingsJsonSchema(table: readonly Setting[] = SETTINGS): Record<string, unknown> {
+  const top: Record<string, unknown> = {};
+  const refine: Record<string, unknown> = {};
+  const required: string[] = [];
+  const refineRequired: string[] = [];
+  const typeOf = (s: Setting): Record<string, unknown> => {
+    if (s.flag === 'prefix' || s.flag === 'suffix' || s.flag === 'ban') return { type: 'array', items: { type: 'integer', minimum: 0 } };
+    if (s.flag === 'fluency') return { type: 'array', items: { type: 'number', minimum: 0 } };
+    if (s.flag === 'direction') return { type: 'string', pattern: '^[0-9a-f]{64}$' };
+    if (s.flag === 'objective') return { enum: [...(s.choices ?? []), 'direction'] };
+    if (s.flag === 'baseline') return { enum: ['exhaustive'] };
+    if (s.kind === 'enum') return { enum: [...(s.choices ?? [])] };
+    if (s.kind === 'bool') return { type: 'boolean' };
+    if (s.kind === 'int') return { type: 'integer' };
+    if (s.kind === 'number') return { type: 'number' };
+    return { type: 'string' };
+  };
+  for (const s of table) {
+    if (!s.record || s.scope !== 'recorded' || !s.commands.includes('visualize')) continue;
+    const entry = { ...typeOf(s), description: s.describe };
+    if (s.record.in === 'refine') {
+      refine[s.record.key] = entry;
+      if (s.record.always && !s.needs?.values) refineRequired.push(s.record.key);
+    } else {
+      top[s.record.key] = entry;
+      if (s.record.always) required.push(s.record.key);
+    }
+  }
+  top.refine = { type: 'object', required: refineRequired, properties: refine };
+  return { type: 'object', required, properties: top };
+}

@@ -85,6 +85,8 @@ export interface RunResult {
   loss: [number, number][];
   status: 'ok' | 'failed';
   error?: string;
+  /** The direction vector of a `--direction` objective, kept with the result (the record names it by content hash). */
+  direction?: number[];
   /** Run options and the llm-features version that computed the record (atlas build): provenance, not settings. */
   provenance?: Record<string, unknown>;
   /** refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs. */
@@ -337,6 +339,7 @@ export class Visualizer {
           final: ok ? final.loss[b]! + weights[b]!.offset : null,
         },
         baseline: baselines[b] ?? null,
+        ...(s.objective.direction ? { direction: Array.from(s.objective.direction) } : {}),
         refined: null,
         exhaustive: null,
         loss: curves[b]!,

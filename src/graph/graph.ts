@@ -43,7 +43,11 @@ const ONNX_TYPE: Record<ElemType, number> = {
  */
 export class Graph {
   readonly float: 'float32' | 'float64';
+  // The ONNX protobuf types stay inside the package: members typed with them are @internal (stripped from the
+  // published declarations, which therefore compile in a consumer without onnx-proto's types).
+  /** @internal */
   readonly nodes: O.INodeProto[] = [];
+  /** @internal */
   readonly initializers: O.ITensorProto[] = [];
   readonly inputs: Value[] = [];
   readonly outputs: { value: Value; name: string }[] = [];
@@ -163,7 +167,8 @@ export class Graph {
     return out;
   }
 
-  /** Serialise to an ONNX model (IR 8, opset 18 + com.microsoft 1). */
+  /** Serialise to an ONNX model (IR 8, opset 18 + com.microsoft 1).
+   *  @internal */
   toModel(): O.ModelProto {
     for (const [t, loc] of this.external) {
       if (loc.length <= 0 || loc.location === '') throw new Error(`weight ${t.name}: external location was never set`);

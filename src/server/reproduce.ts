@@ -24,14 +24,20 @@ export function shellQuote(s: string): string {
 const BUILD_FLAGS = new Set(settingsFor('atlas build').map((s) => s.flag));
 
 export function reproduceCommand(
-  rec: { select: string; blocks: [number, number]; hook: string; feature: number | null; settings: Record<string, unknown> },
+  rec: { select: string; blocks: [number, number]; hook: string; feature: number | null; settings: Record<string, unknown>; direction?: number[] },
   model: { path: string | null; name: string },
   tokenizer: Tokenizer | null,
   dbFile: string,
-  /** Where a stored direction vector can be written back (the atlas keeps them by hash); null: not kept. */
-  vectorFile: (hash: string) => string | null = () => null,
 ): Reproduction {
   const notes: string[] = [];
+  // A direction record keeps its vector (the result's `direction`): the command names a file to write it to.
+  const stored = (rec as { direction?: unknown }).direction;
+  const vectorFile = (hash: string) => {
+    if (!Array.isArray(stored)) return null;
+    const file = `direction-${hash.slice(0, 12)}.json`;
+    notes.push(`write this record's direction values (its "direction" array, ${stored.length} numbers) to ${file} as a JSON array`);
+    return file;
+  };
   const flags = recordArgs(rec.settings, { tokenizer, vectorFile, notes });
   const modelArg = model.path ?? model.name;
   if (!model.path) notes.push(`the checkpoint of ${model.name} was not found where the atlas saw it; give its path to --model`);
