@@ -66,16 +66,8 @@ export function optNumber(flags: ParsedFlags, name: string, fallback: number, ch
   return n;
 }
 
-/** Parse a block range "A-B" or "K" (1-based, inclusive). */
-export function parseBlockRange(spec: string, flag = '--blocks'): [number, number] {
-  const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(spec);
-  if (!m) throw new UserError(`${flag}: expected a block range like "2-4" or "3", got "${spec}"`);
-  const a = Number(m[1]);
-  const b = m[2] === undefined ? a : Number(m[2]);
-  if (a < 1) throw new UserError(`${flag}: blocks are numbered from 1, got "${spec}"`);
-  if (b < a) throw new UserError(`${flag}: range "${spec}" ends before it starts`);
-  return [a, b];
-}
+// Block ranges are parsed where hooks are (models/hooks.ts), since a TransformerLens hook name implies one.
+export { parseBlockRange } from '../models/hooks.js';
 
 /** Parse "1,2,3" into token ids (checked against the vocabulary later, once the model is known). */
 export function parseIds(spec: string, flag = '--ids'): number[] {

@@ -3,8 +3,10 @@ import { compareAtlas, parseQuery, type CompareReport } from '../atlas/compare.j
 import { EXPORT_FORMATS, exportCsv, exportJson, type ExportFormat } from '../atlas/export.js';
 import { formatDuration, formatProgress } from '../atlas/progress.js';
 import { parseBlockList, parseFeatures } from '../atlas/settings.js';
-import { oneOf, parseHook, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
+import { resolveBlockListAndHook } from '../models/hooks.js';
+import { oneOf, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
 import { Atlas } from '../atlas/store.js';
+import { UserError } from '../errors.js';
 import { hookWidth } from '../models/config.js';
 import { optString, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner } from './common.js';
@@ -39,7 +41,7 @@ const buildCommand: Command = {
   name: 'build',
   summary: 'sweep visualize over block ranges × features into an atlas (resumable)',
   usage:
-    'llm-features atlas build --model PATH --db FILE --blocks LIST --features SPEC [--hook resid|mlp|attn]\n' +
+    'llm-features atlas build --model PATH --db FILE --blocks LIST --features SPEC [--hook H]\n' +
     '  [visualize settings: --tokens N --steps N --lr X --lr-end X --optimizer sgd|adam --objective l1|sum|max --C X --topk K\n' +
     '   --decode pinv|nearest-cosine|nearest-l2 --init randn|random-tokens|tokens:TEXT --prefix TEXT --suffix TEXT --bos --seed S\n' +
     '   --random-draws N] [--batch N] [--json]\n' +
@@ -48,8 +50,9 @@ const buildCommand: Command = {
   flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', ...SETTINGS_FLAGS, json: 'bool' },
   async run(flags) {
     const dbPath = requireString(flags, 'db');
-    const blocks = parseBlockList(requireString(flags, 'blocks'));
-    const hook = parseHook(flags);
+    const blockFlag = optString(flags, 'blocks');
+    const { blocks, hook } = resolveBlockListAndHook(blockFlag === undefined ? null : parseBlockList(blockFlag), optString(flags, 'hook'));
+    if (!blocks) throw new UserError('--blocks: required (or a TransformerLens --hook such as blocks.0.hook_resid_post)');
     const featureSpec = requireString(flags, 'features');
     parseFeatures(featureSpec);
     const runner = openRunner(flags);

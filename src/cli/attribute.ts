@@ -1,20 +1,17 @@
 import { attribute } from '../features/attribute.js';
 import { decoderFor } from '../features/embeddings.js';
-import { HOOKS, type Hook } from '../models/config.js';
-import { UserError } from '../errors.js';
-import { optString, parseBlockRange, requireString } from './args.js';
+import { requireString } from './args.js';
+import { parseBlocksAndHook } from './settings.js';
 import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 
 export const attributeCommand: Command = {
   name: 'attribute',
   summary: 'activation of a selection for real tokens, its gradient w.r.t. the token embeddings, and saliency',
-  usage: 'llm-features attribute --model PATH (--ids 1,2,3 | --text TEXT) [--bos] --blocks A-B [--hook resid|mlp|attn] --select "[:, :, F]" [--json]',
+  usage: 'llm-features attribute --model PATH (--ids 1,2,3 | --text TEXT) [--bos] --blocks A-B [--hook H] --select "[:, :, F]" [--json]',
   flags: { ...MODEL_FLAGS, ids: 'string', text: 'string', bos: 'bool', blocks: 'string', hook: 'string', select: 'string', json: 'bool' },
   async run(flags) {
-    const hook = (optString(flags, 'hook') ?? 'resid') as Hook;
-    if (!HOOKS.includes(hook)) throw new UserError(`--hook: unknown hook "${hook}" (expected ${HOOKS.join(', ')})`);
-    const blocks = parseBlockRange(requireString(flags, 'blocks'));
+    const { blocks, hook } = parseBlocksAndHook(flags);
     const select = requireString(flags, 'select');
     const runner = openRunner(flags);
     const ids = inputIds(flags, runner.model);

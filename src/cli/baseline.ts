@@ -2,17 +2,17 @@ import { UserError } from '../errors.js';
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from '../features/exhaustive.js';
 import { DEFAULT_SETTINGS, layout, normalTokenIds } from '../features/visualize.js';
 import { expandSelection } from '../features/selection.js';
-import { HOOKS, hookWidth, type Hook } from '../models/config.js';
-import { optNumber, optString, parseBlockRange, parseIds, requireString } from './args.js';
+import { hookWidth, type Hook } from '../models/config.js';
+import { optNumber, optString, parseIds, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner, requireTokenizer } from './common.js';
 import { printJson, type Command } from './command.js';
-import { oneOf, readDirection } from './settings.js';
+import { parseBlocksAndHook, readDirection } from './settings.js';
 
 export const baselineCommand: Command = {
   name: 'baseline',
   summary: 'exhaustive single-token baseline: the activation of every vocabulary token, repeated and in context',
   usage:
-    'llm-features baseline --model PATH --blocks A-B --select "[:, :, F]" [--hook resid|mlp|attn] [--tokens N] [--bos]\n' +
+    'llm-features baseline --model PATH --blocks A-B --select "[:, :, F]" [--hook H] [--tokens N] [--bos]\n' +
     '  [--prefix TEXT] [--suffix TEXT] [--direction FILE] [--topk K] [--seed S] [--batch N] [--rank-ids 1,2,3 | --rank-text TEXT] [--json]',
   flags: {
     ...MODEL_FLAGS,
@@ -32,9 +32,8 @@ export const baselineCommand: Command = {
     json: 'bool',
   },
   async run(flags) {
-    const blocks = parseBlockRange(requireString(flags, 'blocks'));
+    const { blocks, hook } = parseBlocksAndHook(flags);
     const select = requireString(flags, 'select');
-    const hook = oneOf<Hook>(flags, 'hook', HOOKS, 'resid');
     const runner = openRunner(flags);
     runner.checkRange(blocks);
     const tokenizer = runner.model.tokenizer;

@@ -1,29 +1,26 @@
 import { UserError } from '../errors.js';
-import { HOOKS, type Hook } from '../models/config.js';
-import { optString, parseBlockRange } from './args.js';
+import type { Hook } from '../models/config.js';
+import { resolveBlocksAndHook } from '../models/hooks.js';
+import { optString } from './args.js';
 import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 
 export const forwardCommand: Command = {
   name: 'forward',
   summary: 'run blocks A-B on token embeddings and print a hook, or the full model\'s logits',
-  usage: 'llm-features forward --model PATH (--ids 1,2,3 | --text TEXT) [--bos] [--blocks A-B] [--hook resid|mlp|attn] [--json]',
+  usage: 'llm-features forward --model PATH (--ids 1,2,3 | --text TEXT) [--bos] [--blocks A-B] [--hook H] [--json]',
   flags: { ...MODEL_FLAGS, ids: 'string', text: 'string', bos: 'bool', blocks: 'string', hook: 'string', json: 'bool' },
   async run(flags) {
     const runner = openRunner(flags);
     const ids = inputIds(flags, runner.model);
-    const blocksSpec = optString(flags, 'blocks');
     const hookFlag = optString(flags, 'hook');
-    if (hookFlag !== undefined && !(HOOKS as readonly string[]).includes(hookFlag)) {
-      throw new UserError(`--hook: unknown hook "${hookFlag}" (expected ${HOOKS.join(', ')})`);
-    }
-    if (hookFlag !== undefined && blocksSpec === undefined) throw new UserError('--hook: needs --blocks (without it, forward prints logits)');
-    let blocks: [number, number] | null = null;
+    const resolved = resolveBlocksAndHook(optString(flags, 'blocks'), hookFlag);
+    if (hookFlag !== undefined && resolved.blocks === null) throw new UserError('--hook: needs --blocks (without it, forward prints logits)');
+    const blocks = resolved.blocks;
     let hook: Hook | 'logits' = 'logits';
     let result;
-    if (blocksSpec !== undefined) {
-      blocks = parseBlockRange(blocksSpec);
-      hook = (hookFlag ?? 'resid') as Hook;
+    if (blocks !== null) {
+      hook = resolved.hook;
       result = await runner.hidden([ids], blocks, hook);
     } else {
       result = await runner.logits([ids]);

@@ -2,17 +2,16 @@ import { UserError } from '../errors.js';
 import { DECODE_MODES, type DecodeMode } from '../features/decode.js';
 import { decoderFor } from '../features/embeddings.js';
 import { DEFAULT_INVERT, invert, type InvertResult, type InvertSettings } from '../features/invert.js';
-import { HOOKS, type Hook } from '../models/config.js';
-import { optNumber, parseBlockRange, requireString } from './args.js';
+import { optNumber } from './args.js';
 import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { oneOf, parseRefineFlags, REFINE_FLAGS, REFINE_USAGE } from './settings.js';
+import { oneOf, parseBlocksAndHook, parseRefineFlags, REFINE_FLAGS, REFINE_USAGE } from './settings.js';
 
 export const invertCommand: Command = {
   name: 'invert',
   summary: "recover a text from blocks A-B's output: optimise embeddings to match it, decode, compare with the text",
   usage:
-    'llm-features invert --model PATH --blocks A-B (--text TEXT | --ids 1,2,3) [--bos] [--hook resid|mlp|attn] [--steps N]\n' +
+    'llm-features invert --model PATH --blocks A-B (--text TEXT | --ids 1,2,3) [--bos] [--hook H] [--steps N]\n' +
     '  [--lr X] [--lr-end X] [--optimizer adam|sgd] [--l1 W] [--cosine W] [--decode pinv|nearest-cosine|nearest-l2]\n' +
     '  [--init-scale X] [--restarts N] [--seed S] [--json]\n' +
     REFINE_USAGE.replace('gcg|epo', 'gcg'),
@@ -37,12 +36,12 @@ export const invertCommand: Command = {
     json: 'bool',
   },
   async run(flags) {
-    const blocks = parseBlockRange(requireString(flags, 'blocks'));
     const d = DEFAULT_INVERT;
+    const { blocks, hook } = parseBlocksAndHook(flags, d.hook);
     const seed = optNumber(flags, 'seed', d.seed);
     const settings: InvertSettings = {
       blocks,
-      hook: oneOf<Hook>(flags, 'hook', HOOKS, d.hook),
+      hook,
       steps: optNumber(flags, 'steps', d.steps, { min: 0, max: 1_000_000 }),
       lr: optNumber(flags, 'lr', d.lr),
       lrEnd: optNumber(flags, 'lr-end', typeof flags.lr === 'number' && flags['lr-end'] === undefined ? (flags.lr as number) / 10 : d.lrEnd),

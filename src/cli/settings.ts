@@ -9,6 +9,7 @@ import { OBJECTIVES, type ObjectiveKind } from '../features/objective.js';
 import { DEFAULT_REFINE, REFINE_METHODS, type RefineMethod, type RefineSettings } from '../features/refine.js';
 import { DEFAULT_SETTINGS, type InitKind, type VisualizeSettings } from '../features/visualize.js';
 import { HOOKS, type Hook } from '../models/config.js';
+import { resolveBlocksAndHook } from '../models/hooks.js';
 import type { LoadedModel } from '../models/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { optNumber, optString, parseIds, type FlagSpec, type ParsedFlags } from './args.js';
@@ -21,6 +22,13 @@ export function oneOf<T extends string>(flags: ParsedFlags, name: string, allowe
 
 export function parseHook(flags: ParsedFlags): Hook {
   return oneOf<Hook>(flags, 'hook', HOOKS, 'resid');
+}
+
+/** `--blocks A-B` and `--hook` (native or TransformerLens, models/hooks.ts); one of them must name the blocks. */
+export function parseBlocksAndHook(flags: ParsedFlags, defaultHook: Hook = 'resid'): { blocks: [number, number]; hook: Hook } {
+  const r = resolveBlocksAndHook(optString(flags, 'blocks'), optString(flags, 'hook'), defaultHook);
+  if (!r.blocks) throw new UserError('--blocks: required (or a TransformerLens --hook such as blocks.0.hook_resid_post)');
+  return { blocks: r.blocks, hook: r.hook };
 }
 
 /** A direction vector from JSON (an array of numbers) or .npy (little-endian float32/float64, 1-D). */

@@ -1,24 +1,23 @@
 import { decoderFor } from '../features/embeddings.js';
 import { Visualizer, type RunResult } from '../features/visualize.js';
-import { parseBlockRange, requireString } from './args.js';
+import { requireString } from './args.js';
 import { MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { parseHook, REFINE_USAGE, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
+import { parseBlocksAndHook, REFINE_USAGE, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
 
 export const visualizeCommand: Command = {
   name: 'visualize',
   summary: 'optimise input embeddings to drive a feature; decode them to tokens and verify',
   usage:
-    'llm-features visualize --model PATH --blocks A-B --select "[:, :, F]" [--hook resid|mlp|attn] [--tokens N] [--steps N]\n' +
+    'llm-features visualize --model PATH --blocks A-B --select "[:, :, F]" [--hook H] [--tokens N] [--steps N]\n' +
     '  [--lr X] [--lr-end X] [--optimizer sgd|adam] [--objective l1|sum|max] [--C X] [--direction FILE] [--topk K]\n' +
     '  [--decode pinv|nearest-cosine|nearest-l2] [--init randn|random-tokens|tokens:TEXT] [--prefix TEXT] [--suffix TEXT]\n' +
     '  [--bos] [--seed S] [--batch N] [--random-draws N] [--baseline skip-connection|exhaustive] [--json]\n' +
     REFINE_USAGE,
   flags: { ...MODEL_FLAGS, blocks: 'string', select: 'string', hook: 'string', direction: 'string', ...SETTINGS_FLAGS, json: 'bool' },
   async run(flags) {
-    const blocks = parseBlockRange(requireString(flags, 'blocks'));
+    const { blocks, hook } = parseBlocksAndHook(flags);
     const select = requireString(flags, 'select');
-    const hook = parseHook(flags);
     const runner = openRunner(flags);
     const tokenizer = runner.model.tokenizer;
     const settings = settingsFromFlags(flags, runner.model, blocks, hook);
