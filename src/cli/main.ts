@@ -2,6 +2,7 @@
 import { UserError } from '../errors.js';
 import { parseFlags } from './args.js';
 import type { Command } from './command.js';
+import { resolveHubModelFlags } from './hub-model.js';
 import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
 import { baselineCommand } from './baseline.js';
@@ -42,7 +43,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${command.usage}\n\nflags: ${Object.keys(command.flags).map((f) => `--${f}`).join(' ')}\n`);
     return 0;
   }
-  await command.run(parseFlags(command.name, rest, command.flags));
+  const flags = parseFlags(command.name, rest, command.flags);
+  await resolveHubModelFlags(command.name, flags);
+  await command.run(flags);
   return 0;
 }
 

@@ -110,7 +110,7 @@ export class ModelRunner {
     let s = this.sessions.get(key);
     if (!s) {
       const g = new Graph({ float: 'float32' });
-      const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder);
+      const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder, this.model.notDownloaded);
       build(g, binder);
       // The spec's tensor list is the single source of what a family binds; anything else is a bug in a block.
       const listed = tensorsByName(this.config);

@@ -126,8 +126,8 @@ function tensors(c: ModelConfig): TensorSpec[] {
     add(h + 'mlp.c_proj.weight', [f, d], 'normal', i);
     add(h + 'mlp.c_proj.bias', [d], 'zeros', i);
   }
-  add('ln_f.weight', [d], 'ones');
-  add('ln_f.bias', [d], 'zeros');
+  add('ln_f.weight', [d], 'ones', c.nLayers);
+  add('ln_f.bias', [d], 'zeros', c.nLayers);
   return out;
 }
 

@@ -22,6 +22,11 @@ export interface HfFolder {
   /** The dtype most weight bytes are stored in. */
   storedDtype: string;
   hasTokenizerJson: boolean;
+  /**
+   * Tensors (by block-code name → the shard that holds them) of a partly downloaded cache snapshot: the hub download
+   * fetches only the shards a request's blocks need, so later blocks and the head may be absent (see hub/).
+   */
+  notDownloaded: Map<string, string>;
 }
 
 export function loadHfFolder(dir: string): HfFolder {
@@ -35,11 +40,21 @@ export function loadHfFolder(dir: string): HfFolder {
     const named = typeof arch === 'string' ? arch : typeof json.model_type === 'string' ? json.model_type : '(none given)';
     throw new UserError(`${configPath}: architecture ${named} is not supported (supported: ${supportedModelTypes().join(', ')})`);
   }
-  const stored = readCheckpoint(dir);
-  const reading = spec.fromHfConfig({ path: configPath, json, has: (n) => stored.has(n) });
-  const tensors = pickTensors(dir, stored, spec.tensors(reading.config), reading.prefix, reading.ignore);
+  const { stored, absent } = readCheckpoint(dir);
+  const reading = spec.fromHfConfig({ path: configPath, json, has: (n) => stored.has(n) || absent.has(n) });
+  const wants = spec.tensors(reading.config);
+  const notDownloaded = new Map<string, string>();
+  for (const w of wants) {
+    const shard = absent.get(reading.prefix + w.hf);
+    if (shard === undefined) continue;
+    // What comes before the blocks (embeddings, positions) is needed by every request; the download fetches it.
+    if (w.layer < 0) throw new UserError(`${dir}: tensor ${reading.prefix + w.hf} is in ${shard}, which is not downloaded`);
+    notDownloaded.set(w.name, shard);
+  }
+  const tensors = pickTensors(dir, stored, wants.filter((w) => !notDownloaded.has(w.name)), reading.prefix, (n) => reading.ignore(n) || absent.has(n));
   return {
     config: reading.config,
+    notDownloaded,
     tensors,
     storedDtype: dominantDtype([...tensors.values()]),
     hasTokenizerJson: existsSync(path.join(dir, 'tokenizer.json')),
@@ -61,16 +76,22 @@ function configHint(dir: string): string {
 /** Stored tensors by HF name. */
 type Stored = Map<string, StoredTensor>;
 
-function readCheckpoint(dir: string): Stored {
+/** The stored tensors, and (in a partly downloaded cache snapshot) the HF names of tensors in shards not yet fetched. */
+interface Checkpoint {
+  stored: Stored;
+  absent: Map<string, string>;
+}
+
+function readCheckpoint(dir: string): Checkpoint {
   // Same precedence as transformers: a single model.safetensors wins over an index.
   const single = path.join(dir, 'model.safetensors');
-  if (existsSync(single)) return collectShards(dir, [single]);
+  if (existsSync(single)) return { stored: collectShards(dir, [single]), absent: new Map() };
   const index = path.join(dir, 'model.safetensors.index.json');
   if (existsSync(index)) return readShardedCheckpoint(dir, index);
   throw new UserError(`${dir}: no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not supported)`);
 }
 
-function readShardedCheckpoint(dir: string, indexPath: string): Stored {
+function readShardedCheckpoint(dir: string, indexPath: string): Checkpoint {
   const weightMap = readJsonObject(indexPath).weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
     throw new UserError(`${indexPath}: weight_map is missing or not an object`);
@@ -78,21 +99,33 @@ function readShardedCheckpoint(dir: string, indexPath: string): Stored {
   const entries = Object.entries(weightMap as Record<string, unknown>);
   // Sorted so that reading order, and so any error message, does not depend on the index's key order.
   const shardNames = [...new Set(entries.map(([name, file]) => checkShardName(indexPath, name, file)))].sort();
-  for (const file of shardNames) {
-    // existsSync follows symlinks, so a snapshot link to a blob that was never downloaded counts as missing.
-    if (!existsSync(path.join(dir, file))) throw new UserError(`${indexPath}: lists shard ${file}, which does not exist`);
-  }
+  // A cache snapshot may hold only some shards (the hub download fetches those a request needs); any other folder
+  // must be complete. existsSync follows symlinks, so a snapshot link to a blob that was never downloaded is missing.
+  const snapshot = isCacheSnapshot(dir);
+  const missing = new Set(shardNames.filter((file) => !existsSync(path.join(dir, file))));
+  if (missing.size > 0 && !snapshot) throw new UserError(`${indexPath}: lists shard ${[...missing][0]}, which does not exist`);
   const stored = collectShards(
     dir,
-    shardNames.map((f) => path.join(dir, f)),
+    shardNames.filter((f) => !missing.has(f)).map((f) => path.join(dir, f)),
   );
+  const absent = new Map<string, string>();
   for (const [name, file] of entries) {
+    if (missing.has(file as string)) {
+      absent.set(name, file as string);
+      continue;
+    }
     const t = stored.get(name);
     if (!t || t.file !== path.resolve(dir, file as string)) {
       throw new UserError(`${indexPath}: lists tensor ${name} in ${file}, but ${file} does not contain it`);
     }
   }
-  return stored;
+  return { stored, absent };
+}
+
+/** A Hugging Face cache snapshot: <cache>/models--org--name/snapshots/<commit>/ beside ../../blobs. */
+function isCacheSnapshot(dir: string): boolean {
+  const abs = path.resolve(dir);
+  return path.basename(path.dirname(abs)) === 'snapshots' && existsSync(path.join(abs, '..', '..', 'blobs'));
 }
 
 /** Shard names come from a downloaded file: keep them inside the folder. */

@@ -273,8 +273,8 @@ function tensors(c: ModelConfig): TensorSpec[] {
     layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
     layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
   }
-  add('output_norm.weight', 'model.norm.weight', [c.dim], 'ones');
-  if (!c.tiedHead) add('output.weight', 'lm_head.weight', [c.vocabSize, c.dim], 'normal');
+  add('output_norm.weight', 'model.norm.weight', [c.dim], 'ones', c.nLayers);
+  if (!c.tiedHead) add('output.weight', 'lm_head.weight', [c.vocabSize, c.dim], 'normal', c.nLayers);
   return out;
 }
 

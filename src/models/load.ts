@@ -12,6 +12,7 @@ import { readLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import { readTokenizerJson } from '../tokenizers/hf.js';
 import { tokenizerFromGguf } from '../tokenizers/sentencepiece.js';
 import { loadHfFolder } from './hf.js';
+import { isCacheRepoFolder, snapshotOfRepoFolder } from '../hub/cache.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { ModelConfig } from './config.js';
 import { specForGguf, specOf, SPECS } from './registry.js';
@@ -29,6 +30,8 @@ export interface LoadedModel {
   tokenizer: Tokenizer | null;
   /** The dtype most weights are stored in (for `inspect`). */
   storedDtype: string;
+  /** Tensors of a partly downloaded hub snapshot that are not on disk yet, by name → shard (hf.ts). */
+  notDownloaded?: Map<string, string>;
 }
 
 export interface LoadOptions {
@@ -38,7 +41,7 @@ export interface LoadOptions {
 
 export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(modelPath)) throw new UserError(`${modelPath}: no such file or directory`);
-  if (statSync(modelPath).isDirectory()) return loadHf(modelPath, opts.tokenizer);
+  if (statSync(modelPath).isDirectory()) return loadHf(isCacheRepoFolder(modelPath) ? snapshotOfRepoFolder(modelPath) : modelPath, opts.tokenizer);
   const format = detectFormat(modelPath);
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
   if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
@@ -67,7 +70,7 @@ function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
       : existsSync(binPath)
         ? readLlama2cTokenizer(binPath, hf.config.vocabSize)
         : null;
-  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype };
+  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype, notDownloaded: hf.notDownloaded };
 }
 
 function detectFormat(p: string): SourceFormat {

@@ -30,7 +30,10 @@ export interface TensorSpec {
   gguf?: string;
   shape: number[];
   init: TensorInit;
-  /** The 0-based block it belongs to, or -1 (embeddings, final norm, head). */
+  /**
+   * Where it is used: -1 before the blocks (embeddings, positions), 0..nLayers-1 its block, nLayers after them (final
+   * norm, head). The memory estimate and the hub download (only the shards a request's blocks need) read this.
+   */
   layer: number;
 }
 
