@@ -57,7 +57,7 @@ const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).diges
 test('hub ids and cache folders parse as huggingface_hub spells them', () => {
   assert.deepEqual(parseHubId('EleutherAI/pythia-70m'), { repo: 'EleutherAI/pythia-70m', revision: 'main', pinned: false });
   assert.deepEqual(parseHubId('org/name@v1.0'), { repo: 'org/name', revision: 'v1.0', pinned: true });
-  for (const bad of ['./model', 'a/b/c', 'org/..', '/abs/path', 'model.gguf', 'org/name@..']) assert.equal(parseHubId(bad), null, bad);
+  for (const bad of ['./model', 'a/b/c', 'org/..', '/abs/path', 'model.gguf', 'org/name@..', 'models/stories.gguf', 'dir/model.bin']) assert.equal(parseHubId(bad), null, bad);
   assert.equal(hubCacheDir({ HF_HUB_CACHE: '/x' }), '/x');
   assert.equal(hubCacheDir({ HF_HOME: '/h' }), path.join('/h', 'hub'));
   assert.equal(hubCacheDir({ HOME: os.homedir() }), path.join(os.homedir(), '.cache', 'huggingface', 'hub'));

@@ -40,6 +40,8 @@ export function parseHubId(text: string): HubId | null {
   const m = /^([A-Za-z0-9][A-Za-z0-9_.-]{0,95})\/([A-Za-z0-9][A-Za-z0-9_.-]{0,95})(?:@([A-Za-z0-9_.\/-]{1,200}))?$/.exec(text);
   if (!m) return null;
   const [, org, name, rev] = m;
+  // A missing checkpoint file (dir/model.gguf) is a path with a typo, not a hub repository.
+  if (/\.(gguf|bin|safetensors|json)$/i.test(name!) && rev === undefined) return null;
   if ([org, name, rev ?? ''].some((p) => p!.includes('..'))) return null;
   return { repo: `${org}/${name}`, revision: rev ?? 'main', pinned: rev !== undefined };
 }

@@ -7,6 +7,7 @@ import type { Graph } from '../graph/graph.js';
 import { gather } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import type { Hook, ModelConfig } from './config.js';
+import { UserError } from '../errors.js';
 import { specOf } from './registry.js';
 import type { ArchitectureSpec, Weights } from './spec.js';
 
@@ -21,7 +22,10 @@ export function architectureOf(cfg: ModelConfig): ArchitectureSpec {
 
 /** Run blocks a..b (1-based, inclusive) on x and return block b's `hook`. */
 export function runBlocks(g: Graph, cfg: ModelConfig, w: Weights, x: Value, range: BlockRange, hook: Hook): Value {
-  const block = specOf(cfg).blocks(g, cfg, x.shape[1]!);
+  const spec = specOf(cfg);
+  // A family exposes the hooks its spec lists; a later family may lack one (e.g. no separate MLP activation).
+  if (!spec.hooks.includes(hook)) throw new UserError(`--hook: the ${cfg.arch} architecture has no hook ${hook} (it has ${spec.hooks.join(', ')})`);
+  const block = spec.blocks(g, cfg, x.shape[1]!);
   let h = x;
   for (let layer = range[0] - 1; layer < range[1] - 1; layer++) h = block(h, layer, w, 'resid').resid!;
   const out = block(h, range[1] - 1, w, hook)[hook];
