@@ -28,3 +28,8 @@ export { invert, DEFAULT_INVERT, type InvertSettings, type InvertResult } from '
 export { writeRandomModel } from './models/random-model.js';
 export * as atlas from './atlas/index.js';
 export * as server from './server/index.js';
+export { SPECS, specOf } from './models/registry.js';
+export type { ArchitectureSpec, TensorSpec } from './models/spec.js';
+export { resolveBlocksAndHook, parseHookName, TRANSFORMER_LENS_HOOKS } from './models/hooks.js';
+export { parseHubId, hubCacheDir, type HubId } from './hub/cache.js';
+export { resolveHubModel, type HubRequest } from './hub/download.js';

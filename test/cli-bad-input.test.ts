@@ -52,7 +52,7 @@ test('block range past the last block', () =>
   expectUserError(['forward', '--model', bin, '--ids', '1', '--blocks', '4-6'], /--blocks: block range 4-6 is outside the model's blocks 1-5/));
 test('block 0', () => expectUserError(['forward', '--model', bin, '--ids', '1', '--blocks', '0-2'], /--blocks: blocks are numbered from 1/));
 test('reversed block range', () => expectUserError(['forward', '--model', bin, '--ids', '1', '--blocks', '3-2'], /--blocks: range "3-2" ends before it starts/));
-test('unknown hook', () => expectUserError(['forward', '--model', bin, '--ids', '1', '--blocks', '1', '--hook', 'ffn'], /--hook: "ffn" is not one of resid, mlp, attn/));
+test('unknown hook', () => expectUserError(['forward', '--model', bin, '--ids', '1', '--blocks', '1', '--hook', 'ffn'], /--hook: unknown hook "ffn" \(expected attn, attn_out, mlp, mlp_out, resid, or a TransformerLens name/));
 test('unknown flag', () => expectUserError(['generate', '--model', bin, '--max-token', '3'], /--max-token: unknown flag for 'generate'/));
 test('flag without its value', () => expectUserError(['generate', '--model'], /--model: missing value/));
 test('non-numeric value', () => expectUserError(['generate', '--model', bin, '--temperature', 'hot'], /--temperature: expected a number/));

@@ -618,7 +618,7 @@ async function comparePage(params) {
   const cols = data.columns;
 
   const featureInput = h('input', { type: 'number', min: 0, name: 'feature', value: data.feature, 'aria-label': 'feature', class: 'narrow' });
-  const hookSelect = h('select', { name: 'hook', 'aria-label': 'hook' }, ['', 'resid', 'mlp', 'attn'].map((v) => h('option', { value: v, selected: (data.hook ?? '') === v }, v || 'any hook')));
+  const hookSelect = h('select', { name: 'hook', 'aria-label': 'hook' }, ['', 'resid', 'attn', 'attn_out', 'mlp', 'mlp_out'].map((v) => h('option', { value: v, selected: (data.hook ?? '') === v }, v || 'any hook')));
   const form = h(
     'form',
     {

@@ -21,6 +21,11 @@ export class Values {
     private readonly table: readonly Setting[] = SETTINGS,
   ) {}
 
+  /** Replace a given value (the hub step swaps a hub id in --model for its local snapshot before a command runs). */
+  set(flag: string, value: unknown): void {
+    (this.given as Map<string, unknown>).set(flag, value);
+  }
+
   has(flag: string): boolean {
     return this.given.has(flag);
   }

@@ -5,12 +5,11 @@ import { formatDuration, formatProgress } from '../atlas/progress.js';
 import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { runOptions } from '../features/settings.js';
-import { parseBlockList } from '../models/block-range.js';
-import { hookWidth, type Hook } from '../models/config.js';
+import { hookWidth } from '../models/config.js';
 import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 import { UserError } from '../errors.js';
-import { visualizeSettings } from './settings.js';
+import { blockListAndHook, visualizeSettings } from './settings.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -43,8 +42,7 @@ const buildCommand: Command = {
   notes: ['--blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.', 'Run the same command again to resume: finished records are skipped.'],
   async run(v) {
     const dbPath = v.need('db');
-    const blocks = parseBlockList(v.need('blocks'));
-    const hook = v.str('hook') as Hook;
+    const { blocks, hook } = blockListAndHook(v);
     const featureSpec = v.str('features');
     if ((featureSpec === undefined) === !v.has('direction')) throw new UserError('--features/--direction: give exactly one of them');
     if (featureSpec !== undefined) parseFeatures(featureSpec);

@@ -1,16 +1,14 @@
 import { attribute } from '../features/attribute.js';
 import { decoderFor } from '../features/embeddings.js';
-import type { Hook } from '../models/config.js';
-import { parseBlockRange } from '../models/block-range.js';
 import { inputIds, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
+import { blocksAndHook } from './settings.js';
 
 export const attributeCommand: Command = {
   name: 'attribute',
   summary: 'activation of a selection for real tokens, its gradient w.r.t. the token embeddings, and saliency',
   async run(v) {
-    const hook = v.str('hook') as Hook;
-    const blocks = parseBlockRange(v.need('blocks'));
+    const { blocks, hook } = blocksAndHook(v);
     const select = v.need('select');
     const runner = openRunner(v);
     const ids = inputIds(v, runner.model);

@@ -3,11 +3,10 @@ import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from '..
 import { DEFAULT_SETTINGS, layout, normalTokenIds } from '../features/visualize.js';
 import { expandSelection } from '../features/selection.js';
 import { parseIdList } from '../features/settings.js';
-import { parseBlockRange } from '../models/block-range.js';
 import { hookWidth, type Hook } from '../models/config.js';
 import { openRunner, requireTokenizer } from './common.js';
 import { printJson, type Command } from './command.js';
-import { commandSettings } from './settings.js';
+import { blocksAndHook, commandSettings } from './settings.js';
 
 interface BaselineSettings {
   tokens: number;
@@ -24,9 +23,8 @@ export const baselineCommand: Command = {
   name: 'baseline',
   summary: 'exhaustive single-token baseline: the activation of every vocabulary token, repeated and in context',
   async run(v) {
-    const blocks = parseBlockRange(v.need('blocks'));
+    const { blocks, hook } = blocksAndHook(v);
     const select = v.need('select');
-    const hook = v.str('hook') as Hook;
     const rankIds = v.str('rank-ids');
     const rankText = v.str('rank-text');
     if (rankIds !== undefined && rankText !== undefined) throw new UserError('--rank-ids/--rank-text: give at most one of them');

@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
 import type { Hook } from '../models/config.js';
-import { parseBlockRange } from '../models/block-range.js';
+import { resolveBlocksAndHook } from '../models/hooks.js';
 import { inputIds, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 
@@ -10,15 +10,14 @@ export const forwardCommand: Command = {
   async run(v) {
     const runner = openRunner(v);
     const ids = inputIds(v, runner.model);
-    const blocksSpec = v.str('blocks');
     const hookFlag = v.str('hook');
-    if (hookFlag !== undefined && blocksSpec === undefined) throw new UserError('--hook: needs --blocks (without it, forward prints logits)');
-    let blocks: [number, number] | null = null;
+    const resolved = resolveBlocksAndHook(v.str('blocks'), hookFlag);
+    if (hookFlag !== undefined && resolved.blocks === null) throw new UserError('--hook: needs --blocks (without it, forward prints logits)');
+    const blocks = resolved.blocks;
     let hook: Hook | 'logits' = 'logits';
     let result;
-    if (blocksSpec !== undefined) {
-      blocks = parseBlockRange(blocksSpec);
-      hook = (hookFlag ?? 'resid') as Hook;
+    if (blocks !== null) {
+      hook = resolved.hook;
       result = await runner.hidden([ids], blocks, hook);
     } else {
       result = await runner.logits([ids]);

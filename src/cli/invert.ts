@@ -1,18 +1,16 @@
 import { decoderFor } from '../features/embeddings.js';
 import { invert, type InvertResult } from '../features/invert.js';
-import { parseBlockRange } from '../models/block-range.js';
-import type { Hook } from '../models/config.js';
 import { inputIds, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { invertSettings } from './settings.js';
+import { blocksAndHook, invertSettings } from './settings.js';
 
 export const invertCommand: Command = {
   name: 'invert',
   summary: "recover a text from blocks A-B's output: optimise embeddings to match it, decode, compare with the text",
   async run(v) {
-    const blocks = parseBlockRange(v.need('blocks'));
+    const { blocks, hook } = blocksAndHook(v);
     const runner = openRunner(v);
-    const settings = invertSettings(v, runner.model, blocks, v.str('hook') as Hook);
+    const settings = invertSettings(v, runner.model, blocks, hook);
     const ids = inputIds(v, runner.model);
     const result = await invert(runner, decoderFor(runner.model), runner.model.tokenizer, ids, settings);
     await runner.close();

@@ -5,6 +5,7 @@ import { flagOfParam, type CommandName } from '../features/settings.js';
 import { parseArgs } from './args.js';
 import type { Command } from './command.js';
 import { commandHelp, listHelp } from './help.js';
+import { resolveHubModelFlags } from './hub-model.js';
 import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
 import { baselineCommand } from './baseline.js';
@@ -73,7 +74,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpFor(command));
     return 0;
   }
-  await command.run(parseArgs(command.name as CommandName, rest));
+  const values = parseArgs(command.name as CommandName, rest);
+  await resolveHubModelFlags(values);
+  await command.run(values);
   return 0;
 }
 

@@ -7,6 +7,9 @@ import { buildSettings, type CommandName } from '../features/settings.js';
 import type { InvertSettings } from '../features/invert.js';
 import type { VisualizeSettings } from '../features/visualize.js';
 import type { Hook } from '../models/config.js';
+import { parseBlockList } from '../models/block-range.js';
+import { resolveBlockListAndHook, resolveBlocksAndHook } from '../models/hooks.js';
+import { UserError } from '../errors.js';
 import type { LoadedModel } from '../models/load.js';
 import type { Values } from './args.js';
 
@@ -25,4 +28,21 @@ export function invertSettings(v: Values, model: LoadedModel, blocks: [number, n
   if (v.has('lr') && !v.has('lr-end')) s.lrEnd = s.lr / 10;
   if (s.refine) s.refine = { ...s.refine, starts: 1 }; // invert climbs from its one decode: no ranked rows to start from
   return s;
+}
+
+const NEED_BLOCKS = '--blocks: required (or a TransformerLens --hook such as blocks.0.hook_resid_post)';
+
+/** `--blocks A-B` and `--hook` (native or TransformerLens, models/hooks.ts); one of them must name the blocks. */
+export function blocksAndHook(v: Values): { blocks: [number, number]; hook: Hook } {
+  const r = resolveBlocksAndHook(v.str('blocks'), v.str('hook'));
+  if (!r.blocks) throw new UserError(NEED_BLOCKS);
+  return { blocks: r.blocks, hook: r.hook };
+}
+
+/** The same for `atlas build`'s list of block ranges. */
+export function blockListAndHook(v: Values): { blocks: [number, number][]; hook: Hook } {
+  const list = v.str('blocks');
+  const r = resolveBlockListAndHook(list === undefined ? null : parseBlockList(list), v.str('hook'));
+  if (!r.blocks) throw new UserError(NEED_BLOCKS);
+  return { blocks: r.blocks, hook: r.hook };
 }

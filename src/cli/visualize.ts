@@ -1,18 +1,16 @@
 import { decoderFor } from '../features/embeddings.js';
 import { Visualizer, type RunResult } from '../features/visualize.js';
-import { parseBlockRange } from '../models/block-range.js';
 import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { visualizeSettings } from './settings.js';
+import { blocksAndHook, visualizeSettings } from './settings.js';
 
 export const visualizeCommand: Command = {
   name: 'visualize',
   summary: 'optimise input embeddings to drive a feature; decode them to tokens and verify',
   notes: ['Example: llm-features visualize --model ../shared/models/stories260K.bin --blocks 1-5 --select "[:, :, 0-4]"'],
   async run(v) {
-    const blocks = parseBlockRange(v.need('blocks'));
+    const { blocks, hook } = blocksAndHook(v);
     const select = v.need('select');
-    const hook = v.str('hook') as RunResult['hook'];
     const runner = openRunner(v);
     const tokenizer = runner.model.tokenizer;
     const settings = visualizeSettings(v, runner.model, blocks, hook);

@@ -8,6 +8,7 @@ import { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/value.js';
 import { hookWidth, HOOKS, type Hook, type ModelConfig } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
+import { tensorsByName } from '../models/registry.js';
 import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
 import { GraphSession, type SessionSettings } from './session.js';
 import { mkdirSync, realpathSync } from 'node:fs';
@@ -74,8 +75,12 @@ export class ModelRunner {
     let s = this.sessions.get(key);
     if (!s) {
       const g = new Graph({ float: 'float32' });
-      const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder);
+      const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder, this.model.notDownloaded);
       build(g, binder);
+      // The spec's tensor list is the single source of what a family binds; anything else is a bug in a block.
+      const listed = tensorsByName(this.config);
+      const stray = binder.boundNames().find((n) => !listed.has(n));
+      if (stray) throw new Error(`graph binds ${stray}, which the ${this.config.arch} spec does not list`);
       if (request) this.checkMemory(binder.boundNames(), request);
       binder.materialize();
       s = GraphSession.create(g, { ...this.settings, externalFolder: this.folder });
@@ -101,7 +106,9 @@ export class ModelRunner {
     };
     const prepack = !this.settings.lowMemory;
     const [a, b] = req.range ?? [1, cfg.nLayers];
-    const layerOf = (n: string) => Number(/^(?:blk|h)\.(\d+)\./.exec(n)?.[1] ?? -1);
+    // Which block a tensor belongs to comes from the family's spec, so a new family cannot silently skew this.
+    const specTensors = tensorsByName(cfg);
+    const layerOf = (n: string) => specTensors.get(n)?.layer ?? -1;
     const totalFor = (blocks: number) => {
       const names = bound.filter((n) => layerOf(n) < a - 1 + blocks);
       const w = bytesOf(names);

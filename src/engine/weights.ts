@@ -1,5 +1,6 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
+import { UserError } from '../errors.js';
 import type { StoredTensor } from '../formats/types.js';
 import type { ExternalLocation, Graph } from '../graph/graph.js';
 import type { Value } from '../graph/value.js';
@@ -43,6 +44,8 @@ export class WeightBinder {
     private readonly tensors: Map<string, StoredTensor>,
     private readonly locate: (t: StoredTensor) => F32Location,
     readonly folder: string,
+    /** Tensors of a partly downloaded hub snapshot that are not on disk (name → shard), for a clear refusal. */
+    private readonly notDownloaded: Map<string, string> = new Map(),
   ) {}
 
   has(name: string): boolean {
@@ -53,7 +56,13 @@ export class WeightBinder {
     const cached = this.bound.get(name);
     if (cached) return cached;
     const t = this.tensors.get(name);
-    if (!t) throw new Error(`weight ${name} is missing from the checkpoint`);
+    if (!t) {
+      const shard = this.notDownloaded.get(name);
+      if (shard) {
+        throw new UserError(`weight ${name} is in ${shard}, which is not downloaded (the hub download fetched the shards of the blocks asked for; ask for the blocks or the command that needs it and it is fetched)`);
+      }
+      throw new Error(`weight ${name} is missing from the checkpoint`);
+    }
     // The location is filled in by materialize(), after the memory check: converting a tensor is the expensive part.
     const loc = { location: '', offset: 0, length: 0 };
     const v = this.graph.weight(name, t.shape, loc);

@@ -169,11 +169,10 @@ export const SETTINGS: readonly Setting[] = [
 
   // ---- selection ---------------------------------------------------------------------------------------------
   { flag: 'blocks', param: 'blocks', kind: 'string', metavar: 'A-B', group: 'selection', scope: 'input', commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build'],
-    required: ['visualize', 'attribute', 'baseline', 'invert', 'atlas build'],
-    describe: 'blocks A..B applied straight to the embeddings (1-based, inclusive; K = K-K). atlas build: a list, "1,1-4,5"' },
-  { flag: 'hook', param: 'hook', kind: 'enum', choices: HOOKS, metavar: 'H', group: 'selection', scope: 'input', default: 'resid',
+    describe: 'blocks A..B applied straight to the embeddings (1-based, inclusive; K = K-K). atlas build: a list, "1,1-4,5". Required unless --hook is a TransformerLens name' },
+  { flag: 'hook', param: 'hook', kind: 'string', metavar: 'H', group: 'selection', scope: 'input', default: 'resid',
     commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build'], per: { forward: { default: undefined } },
-    describe: 'which output of block B: resid (the residual stream after it), mlp (MLP neurons), attn (attention output)' },
+    describe: `which output of block B: ${HOOKS.join(', ')} (see the README's hook table), or a TransformerLens name such as blocks.0.hook_resid_post (implies blocks 1..l+1)` },
   { flag: 'select', param: 'select', kind: 'string', metavar: 'SEL', group: 'selection', scope: 'input', commands: ['visualize', 'attribute', 'baseline'], required: ['visualize', 'attribute', 'baseline'],
     describe: 'the slice of the hook output, "[:, P, F]": a-b = one run each, a:b = one combined objective, (0,3) = a list of positions' },
   { flag: 'features', param: 'features', kind: 'string', metavar: 'SPEC', group: 'selection', scope: 'input', commands: ['atlas build'],

@@ -2,7 +2,7 @@
  * One normalised description of a model, whatever file it came from. Readers in src/formats produce raw metadata;
  * the loaders in load.ts map it onto this, and the block code in llama.ts / gpt2.ts reads only this.
  */
-export type Architecture = 'llama' | 'gpt2';
+export type Family = 'llama' | 'gpt2';
 
 /** Which dimensions RoPE rotates together: llama2.c and GGUF use (2i, 2i+1); Hugging Face Llama uses (i, i + d/2). */
 export type RopePairing = 'interleaved' | 'half';
@@ -16,7 +16,8 @@ export interface Llama3RopeScaling {
 }
 
 export interface ModelConfig {
-  arch: Architecture;
+  /** The architecture spec that owns this model (registry.ts). */
+  arch: Family;
   dim: number;
   nLayers: number;
   nHeads: number;
@@ -35,8 +36,12 @@ export interface ModelConfig {
   qkvBias: boolean;
 }
 
-/** The three hooks every architecture exposes, with the same meaning (see README). */
-export const HOOKS = ['resid', 'mlp', 'attn'] as const;
+/**
+ * The hooks every architecture exposes, with the same meaning (see README), in the order a block computes them: a
+ * block asked to stop at one leaves every later one out. `attn_out` / `mlp_out` are the branch outputs as they are
+ * added to the residual stream (after a branch-output norm where a family has one; `attn` is before it).
+ */
+export const HOOKS = ['attn', 'attn_out', 'mlp', 'mlp_out', 'resid'] as const;
 export type Hook = (typeof HOOKS)[number];
 
 /** Width of a hook's output. */

@@ -1,15 +1,16 @@
 /**
- * The GPT-2 block: pre-norm LayerNorm attention with a fused q/k/v projection and learned positions, then a GELU
+ * The GPT-2 family: its spec (config.json mapping, tensor list) and the block: pre-norm LayerNorm attention with a fused q/k/v projection and learned positions, then a GELU
  * (tanh approximation, `gelu_new`) MLP. Weights keep GPT-2's Conv1D [in, out] layout, so every projection is
  * x @ W + b (linear with transB = false) — no transposed copies.
  */
 import type { Graph } from '../graph/graph.js';
 import { add, div, gather, geluTanh, linear, mul, reduceMean, slice, sqrt, sub } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
+import { UserError } from '../errors.js';
 import { attend, causalMask, splitHeads } from './attention.js';
-import type { Hook, ModelConfig } from './config.js';
-import type { BlockOutputs } from './llama.js';
-import type { Architecture, Weights } from './transformer.js';
+import { HOOKS, type Hook, type ModelConfig } from './config.js';
+import { ConfigReader } from './config-reader.js';
+import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, Weights } from './spec.js';
 
 export function layernorm(x: Value, weight: Value, bias: Value, eps: number): Value {
   const centered = sub(x, reduceMean(x, [-1], true));
@@ -21,19 +22,22 @@ function affine(x: Value, w: Weights, name: string): Value {
   return add(linear(x, w.get(`${name}.weight`), false), w.get(`${name}.bias`));
 }
 
-function gpt2Block(x: Value, layer: number, w: Weights, cfg: ModelConfig, mask: Value, upTo: Hook): Partial<BlockOutputs> {
+function gpt2Block(x: Value, layer: number, w: Weights, cfg: ModelConfig, mask: Value, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `h.${layer}.`;
   const norm = (v: Value, name: string) => layernorm(v, w.get(p + name + '.weight'), w.get(p + name + '.bias'), cfg.normEps);
   const qkv = affine(norm(x, 'ln_1'), w, p + 'attn.c_attn');
   const D = cfg.dim;
   const [q, k, v] = [0, 1, 2].map((i) => splitHeads(slice(qkv, -1, i * D, (i + 1) * D), cfg.nHeads)) as [Value, Value, Value];
   const attn = affine(attend(q, k, v, mask), w, p + 'attn.c_proj');
-  if (upTo === 'attn') return { attn };
-  const h = add(x, attn);
+  // No norm on the branch outputs: what is added to the residual stream is the projection itself.
+  const attn_out = attn;
+  if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
+  const h = add(x, attn_out);
   const mlp = geluTanh(affine(norm(h, 'ln_2'), w, p + 'mlp.c_fc'));
-  if (upTo === 'mlp') return { attn, mlp };
-  const resid = add(h, affine(mlp, w, p + 'mlp.c_proj'));
-  return { resid, mlp, attn };
+  if (upTo === 'mlp') return { attn, attn_out, mlp };
+  const mlp_out = affine(mlp, w, p + 'mlp.c_proj');
+  if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };
+  return { attn, attn_out, mlp, mlp_out, resid: add(h, mlp_out) };
 }
 
 /** Learned positions 0..T-1 added to token embeddings [B, T, D]. */
@@ -43,7 +47,99 @@ function addPositions(e: Value, w: Weights): Value {
   return add(e, gather(w.get('wpe.weight'), positions, 0));
 }
 
-export const gpt2Architecture: Architecture = {
+// ---------------------------------------------------------------------------------------------------------------
+// The spec
+
+function fromHfConfig({ path: configPath, json, has }: HfConfigInput): HfReading {
+  const c = new ConfigReader(configPath, json);
+  const act = c.string('activation_function', 'gelu_new');
+  if (act !== 'gelu_new') throw new UserError(`${configPath}: activation_function ${act} is not supported for gpt2 (only gelu_new)`);
+  const dim = c.int('n_embd');
+  const nHeads = c.int('n_head');
+  const config: ModelConfig = {
+    arch: 'gpt2',
+    dim,
+    nLayers: c.int('n_layer'),
+    nHeads,
+    nKvHeads: nHeads,
+    headDim: c.divide('n_embd', dim, 'n_head', nHeads),
+    ffnDim: c.int('n_inner', 4 * dim),
+    vocabSize: c.int('vocab_size'),
+    normEps: c.positive('layer_norm_epsilon', 1e-5),
+    maxSeqLen: c.int('n_positions'),
+    tiedHead: true,
+    ropeTheta: 0,
+    ropePairing: 'half',
+    ropeScaling: null,
+    qkvBias: true,
+  };
+  return {
+    config,
+    // Fine-tuned checkpoints prefix every name with "transformer."; the official ones do not. Accept both.
+    prefix: has('transformer.wte.weight') ? 'transformer.' : '',
+    // attn.bias / attn.masked_bias are the causal-mask buffers; lm_head is tied to wte.
+    ignore: (n) => /(^|\.)h\.\d+\.attn\.(masked_)?bias$/.test(n) || n === 'lm_head.weight',
+  };
+}
+
+function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std: number): Record<string, unknown> {
+  return {
+    architectures: ['GPT2LMHeadModel'],
+    model_type: 'gpt2',
+    n_embd: c.dim,
+    n_head: c.nHeads,
+    n_layer: c.nLayers,
+    n_inner: c.ffnDim,
+    n_positions: c.maxSeqLen,
+    n_ctx: c.maxSeqLen,
+    vocab_size: c.vocabSize,
+    layer_norm_epsilon: c.normEps,
+    activation_function: 'gelu_new',
+    scale_attn_weights: true,
+    tie_word_embeddings: true,
+    initializer_range: std,
+    ...special,
+    torch_dtype: 'float32',
+  };
+}
+
+/** The GPT-2 tensor list — the only spelling of it. GPT-2 keeps its own names; Conv1D weights are stored [in, out]. */
+function tensors(c: ModelConfig): TensorSpec[] {
+  const d = c.dim;
+  const f = c.ffnDim;
+  const out: TensorSpec[] = [];
+  const add = (name: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf: name, shape, init, layer });
+  add('wte.weight', [c.vocabSize, d], 'normal');
+  add('wpe.weight', [c.maxSeqLen, d], 'normal');
+  for (let i = 0; i < c.nLayers; i++) {
+    const h = `h.${i}.`;
+    add(h + 'ln_1.weight', [d], 'ones', i);
+    add(h + 'ln_1.bias', [d], 'zeros', i);
+    add(h + 'attn.c_attn.weight', [d, 3 * d], 'normal', i);
+    add(h + 'attn.c_attn.bias', [3 * d], 'zeros', i);
+    add(h + 'attn.c_proj.weight', [d, d], 'normal', i);
+    add(h + 'attn.c_proj.bias', [d], 'zeros', i);
+    add(h + 'ln_2.weight', [d], 'ones', i);
+    add(h + 'ln_2.bias', [d], 'zeros', i);
+    add(h + 'mlp.c_fc.weight', [d, f], 'normal', i);
+    add(h + 'mlp.c_fc.bias', [f], 'zeros', i);
+    add(h + 'mlp.c_proj.weight', [f, d], 'normal', i);
+    add(h + 'mlp.c_proj.bias', [d], 'zeros', i);
+  }
+  add('ln_f.weight', [d], 'ones', c.nLayers);
+  add('ln_f.bias', [d], 'zeros', c.nLayers);
+  return out;
+}
+
+export const gpt2Spec: ArchitectureSpec = {
+  family: 'gpt2',
+  hfClasses: ['GPT2LMHeadModel'],
+  modelTypes: ['gpt2'],
+  fromHfConfig,
+  toHfConfig,
+  tensors,
+  hooks: HOOKS,
+  embeddingTable: 'wte.weight',
   blocks(g: Graph, cfg, length) {
     const mask = causalMask(g, length, 1);
     return (x, layer, w, upTo) => gpt2Block(x, layer, w, cfg, mask, upTo);
@@ -51,5 +147,4 @@ export const gpt2Architecture: Architecture = {
   embed: (ids, _cfg, w) => addPositions(gather(w.get('wte.weight'), ids, 0), w),
   inputFromEmbeddings: (e, _cfg, w) => addPositions(e, w),
   head: (x, cfg, w) => linear(layernorm(x, w.get('ln_f.weight'), w.get('ln_f.bias'), cfg.normEps), w.get('wte.weight'), true),
-  embeddingTable: 'wte.weight',
 };

@@ -1,31 +1,17 @@
 /**
- * The Llama block, top-down: pre-norm attention with rotary positions and grouped-query heads, then a pre-norm
- * SwiGLU MLP, each added to the residual stream. Everything is written with the graph builder's ops, so the same code
- * serves the forward pass, its gradient and every batch size.
+ * The Llama family (Llama 1–3, Mistral, Qwen2): its spec — config.json and GGUF mapping, tensor list — and the block,
+ * top-down: pre-norm attention with rotary positions and grouped-query heads, then a pre-norm SwiGLU MLP, each added
+ * to the residual stream. Everything is written with the graph builder's ops, so the same code serves the forward
+ * pass, its gradient and every batch size.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, div, linear, matmul, mul, reduceMean, silu, sqrt } from '../graph/ops.js';
+import { add, div, gather, linear, matmul, mul, reduceMean, silu, sqrt } from '../graph/ops.js';
+import { UserError } from '../errors.js';
 import { attend, causalMask, splitHeads } from './attention.js';
 import type { Value } from '../graph/value.js';
-import { ropeFrequencies, type Hook, type ModelConfig } from './config.js';
-
-/**
- * The values a block exposes as hooks (see config.ts HOOKS). A block asked to stop at an earlier hook (the last block
- * of a request for `attn` or `mlp`) leaves the later ones out, so the graph holds no work and binds no weights that
- * the request cannot see.
- */
-export interface BlockOutputs {
-  /** Residual stream after the block. */
-  resid: Value;
-  /** MLP neuron activations: the input of the down projection. */
-  mlp: Value;
-  /** Attention output after the output projection, before the residual add. */
-  attn: Value;
-}
-
-/** Looks up a weight by its GGUF-style name (e.g. `blk.0.attn_q.weight`); `null` when the model has none (biases). */
-export type WeightFn = (name: string) => Value;
-export type OptionalWeightFn = (name: string) => Value | null;
+import { HOOKS, ropeFrequencies, type Hook, type Llama3RopeScaling, type ModelConfig } from './config.js';
+import { ConfigReader } from './config-reader.js';
+import type { ArchitectureSpec, GgufMeta, HfConfigInput, HfReading, OptionalWeightFn, TensorSpec, WeightFn } from './spec.js';
 
 /** Per-graph constants shared by every block: rotary tables and the causal mask, for one sequence length. */
 export interface LlamaContext {
@@ -91,6 +77,7 @@ function attention(xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn
   const v = splitHeads(project(xn, w(p + 'attn_v.weight'), bias(p + 'attn_v.bias')), cfg.nKvHeads);
   return linear(attend(q, k, v, ctx.mask), w(p + 'attn_output.weight'));
 }
+/** One block; stops after `upTo` (see HOOKS), so a request binds no weights it cannot see. */
 export function llamaBlock(
   x: Value,
   layer: number,
@@ -98,17 +85,20 @@ export function llamaBlock(
   bias: OptionalWeightFn,
   ctx: LlamaContext,
   upTo: Hook = 'resid',
-): Partial<BlockOutputs> {
+): Partial<Record<Hook, Value>> {
   const p = `blk.${layer}.`;
   const eps = ctx.cfg.normEps;
   const attn = attention(rmsnorm(x, w(p + 'attn_norm.weight'), eps), layer, w, bias, ctx);
-  if (upTo === 'attn') return { attn };
-  const h = add(x, attn);
+  // No norm on the branch outputs: what is added to the residual stream is the projection itself.
+  const attn_out = attn;
+  if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
+  const h = add(x, attn_out);
   const hn = rmsnorm(h, w(p + 'ffn_norm.weight'), eps);
   const mlp = mul(silu(linear(hn, w(p + 'ffn_gate.weight'))), linear(hn, w(p + 'ffn_up.weight')));
-  if (upTo === 'mlp') return { attn, mlp };
-  const resid = add(h, linear(mlp, w(p + 'ffn_down.weight')));
-  return { resid, mlp, attn };
+  if (upTo === 'mlp') return { attn, attn_out, mlp };
+  const mlp_out = linear(mlp, w(p + 'ffn_down.weight'));
+  if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };
+  return { attn, attn_out, mlp, mlp_out, resid: add(h, mlp_out) };
 }
 
 /** Final norm and output head (tied to the embedding table when the model has no separate head). */
@@ -116,3 +106,194 @@ export function llamaHead(x: Value, w: WeightFn, cfg: ModelConfig): Value {
   const xn = rmsnorm(x, w('output_norm.weight'), cfg.normEps);
   return linear(xn, w(cfg.tiedHead ? 'token_embd.weight' : 'output.weight'));
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The spec: config.json / GGUF → ModelConfig, and the tensor list
+
+const HF_CLASSES: Record<string, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2' };
+
+/** The variant a config.json names (llama, mistral, qwen2); only Qwen2's q/k/v biases change the math. */
+function variantOf(json: Record<string, unknown>): string {
+  const arch = Array.isArray(json.architectures) ? json.architectures[0] : undefined;
+  if (typeof arch === 'string' && Object.hasOwn(HF_CLASSES, arch)) return HF_CLASSES[arch]!;
+  return String(json.model_type);
+}
+
+function fromHfConfig({ path: configPath, json, has }: HfConfigInput): HfReading {
+  const variant = variantOf(json);
+  const c = new ConfigReader(configPath, json);
+  const act = c.string('hidden_act', 'silu');
+  if (act !== 'silu') throw new UserError(`${configPath}: hidden_act ${act} is not supported for ${variant} (only silu)`);
+  const dim = c.int('hidden_size');
+  const nHeads = c.int('num_attention_heads');
+  const nKvHeads = c.int('num_key_value_heads', nHeads);
+  const headDim = json.head_dim == null ? c.divide('hidden_size', dim, 'num_attention_heads', nHeads) : c.int('head_dim');
+  if (nHeads % nKvHeads !== 0) throw new UserError(`${configPath}: ${nHeads} attention heads are not divisible by ${nKvHeads} KV heads`);
+  if (headDim % 2 !== 0) throw new UserError(`${configPath}: head size ${headDim} is odd; RoPE needs pairs`);
+  const tied = c.bool('tie_word_embeddings', false);
+  const config: ModelConfig = {
+    arch: 'llama',
+    dim,
+    nLayers: c.int('num_hidden_layers'),
+    nHeads,
+    nKvHeads,
+    headDim,
+    ffnDim: c.int('intermediate_size'),
+    vocabSize: c.int('vocab_size'),
+    normEps: c.positive('rms_norm_eps', 1e-6),
+    maxSeqLen: c.int('max_position_embeddings', 2048),
+    tiedHead: tied,
+    ropeTheta: c.positive('rope_theta', 10000),
+    // Hugging Face keeps q/k in rotate-half order (pairs i and i + d/2); GGUF converters permute them, we do not.
+    ropePairing: 'half',
+    ropeScaling: ropeScaling(configPath, json.rope_scaling),
+    qkvBias: variant === 'qwen2' || has('model.layers.0.self_attn.q_proj.bias'),
+  };
+  if (!tied && !has('lm_head.weight')) {
+    throw new UserError(`${configPath}: tie_word_embeddings is false but the checkpoint has no lm_head.weight`);
+  }
+  return {
+    config,
+    prefix: '',
+    // Old checkpoints store RoPE's inv_freq buffer; a tied model may still carry a copy of the head, which
+    // transformers ignores too (it uses the embeddings).
+    ignore: (n) => n.endsWith('.rotary_emb.inv_freq') || (tied && n === 'lm_head.weight'),
+  };
+}
+
+/** `rope_scaling`: absent/null/"default" means none; Llama 3.1's "llama3" is supported; anything else would be wrong. */
+function ropeScaling(configPath: string, v: unknown): Llama3RopeScaling | null {
+  if (v == null) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${configPath}: rope_scaling is not an object`);
+  const json = v as Record<string, unknown>;
+  const type = json.rope_type ?? json.type;
+  if (type === 'default') return null;
+  if (type !== 'llama3') throw new UserError(`${configPath}: rope_scaling type ${JSON.stringify(type)} is not supported (only llama3 is)`);
+  const c = new ConfigReader(configPath, json, 'rope_scaling.');
+  const s: Llama3RopeScaling = {
+    factor: c.positive('factor'),
+    lowFreqFactor: c.positive('low_freq_factor'),
+    highFreqFactor: c.positive('high_freq_factor'),
+    originalMaxPositionEmbeddings: c.int('original_max_position_embeddings'),
+  };
+  // ropeFrequencies interpolates between the two; equal factors would divide by zero.
+  if (s.highFreqFactor <= s.lowFreqFactor) {
+    throw new UserError(`${configPath}: rope_scaling.high_freq_factor (${s.highFreqFactor}) must exceed low_freq_factor (${s.lowFreqFactor})`);
+  }
+  return s;
+}
+
+function fromGguf(m: GgufMeta): ModelConfig {
+  const embd = m.tensorShape('token_embd.weight');
+  if (!embd || embd.length !== 2) throw new UserError(`${m.path}: missing or malformed tensor token_embd.weight`);
+  const dim = m.int('llama.embedding_length');
+  const nHeads = m.int('llama.attention.head_count');
+  return {
+    arch: 'llama',
+    dim,
+    nLayers: m.int('llama.block_count'),
+    nHeads,
+    nKvHeads: m.int('llama.attention.head_count_kv', nHeads),
+    headDim: dim / nHeads,
+    ffnDim: m.int('llama.feed_forward_length'),
+    vocabSize: embd[0]!,
+    normEps: m.number('llama.attention.layer_norm_rms_epsilon', 1e-5),
+    maxSeqLen: m.int('llama.context_length', 2048),
+    tiedHead: m.tensorShape('output.weight') === null,
+    ropeTheta: m.number('llama.rope.freq_base', 10000),
+    // llama.cpp's converters permute Hugging Face q/k weights so that GGUF llama always pairs (2i, 2i+1).
+    ropePairing: 'interleaved',
+    ropeScaling: null,
+    qkvBias: m.tensorShape('blk.0.attn_q.bias') !== null,
+  };
+}
+
+/**
+ * config.json for a config: exactly the fields fromHfConfig reads back (plus the ones transformers needs to open the
+ * same folder). Written as LlamaForCausalLM (Mistral too: the engine ignores sliding windows), or as Qwen2ForCausalLM
+ * when q/k/v have biases.
+ */
+function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std: number): Record<string, unknown> {
+  const qwen = c.qkvBias;
+  const s = c.ropeScaling;
+  return {
+    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: qwen ? 'qwen2' : 'llama',
+    hidden_size: c.dim,
+    intermediate_size: c.ffnDim,
+    num_hidden_layers: c.nLayers,
+    num_attention_heads: c.nHeads,
+    num_key_value_heads: c.nKvHeads,
+    head_dim: c.headDim,
+    hidden_act: 'silu',
+    max_position_embeddings: c.maxSeqLen,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: s
+      ? {
+          rope_type: 'llama3',
+          factor: s.factor,
+          low_freq_factor: s.lowFreqFactor,
+          high_freq_factor: s.highFreqFactor,
+          original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+        }
+      : null,
+    ...(qwen ? { use_sliding_window: false } : { attention_bias: false, mlp_bias: false }),
+    tie_word_embeddings: c.tiedHead,
+    vocab_size: c.vocabSize,
+    initializer_range: std,
+    ...special,
+    torch_dtype: 'float32',
+  };
+}
+
+/** The Llama tensor list — the only spelling of it: block-code (= GGUF) names, HF names, shapes, init. */
+function tensors(c: ModelConfig): TensorSpec[] {
+  const q = c.nHeads * c.headDim;
+  const kv = c.nKvHeads * c.headDim;
+  const out: TensorSpec[] = [];
+  const add = (name: string, hf: string, shape: number[], init: TensorSpec['init'], layer = -1) =>
+    out.push({ name, hf, gguf: name, shape, init, layer });
+  add('token_embd.weight', 'model.embed_tokens.weight', [c.vocabSize, c.dim], 'normal');
+  for (let i = 0; i < c.nLayers; i++) {
+    const layer = (name: string, hf: string, shape: number[], init: TensorSpec['init']) =>
+      add(`blk.${i}.${name}`, `model.layers.${i}.${hf}`, shape, init, i);
+    layer('attn_norm.weight', 'input_layernorm.weight', [c.dim], 'ones');
+    layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
+    layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
+    layer('attn_v.weight', 'self_attn.v_proj.weight', [kv, c.dim], 'normal');
+    if (c.qkvBias) {
+      layer('attn_q.bias', 'self_attn.q_proj.bias', [q], 'zeros');
+      layer('attn_k.bias', 'self_attn.k_proj.bias', [kv], 'zeros');
+      layer('attn_v.bias', 'self_attn.v_proj.bias', [kv], 'zeros');
+    }
+    layer('attn_output.weight', 'self_attn.o_proj.weight', [c.dim, q], 'normal');
+    layer('ffn_norm.weight', 'post_attention_layernorm.weight', [c.dim], 'ones');
+    layer('ffn_gate.weight', 'mlp.gate_proj.weight', [c.ffnDim, c.dim], 'normal');
+    layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
+    layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
+  }
+  add('output_norm.weight', 'model.norm.weight', [c.dim], 'ones', c.nLayers);
+  if (!c.tiedHead) add('output.weight', 'lm_head.weight', [c.vocabSize, c.dim], 'normal', c.nLayers);
+  return out;
+}
+
+export const llamaSpec: ArchitectureSpec = {
+  family: 'llama',
+  hfClasses: Object.keys(HF_CLASSES),
+  modelTypes: ['llama', 'mistral', 'qwen2'],
+  ggufArch: 'llama',
+  fromHfConfig,
+  fromGguf,
+  toHfConfig,
+  tensors,
+  hooks: HOOKS,
+  embeddingTable: 'token_embd.weight',
+  blocks(g, cfg, length) {
+    const ctx = llamaContext(g, cfg, length);
+    return (x, layer, w, upTo) => llamaBlock(x, layer, w.get, w.optional, ctx, upTo);
+  },
+  embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
+  inputFromEmbeddings: (e) => e,
+  head: (x, cfg, w) => llamaHead(x, w.get, cfg),
+};

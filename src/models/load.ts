@@ -12,8 +12,11 @@ import { readLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import { readTokenizerJson } from '../tokenizers/hf.js';
 import { tokenizerFromGguf } from '../tokenizers/sentencepiece.js';
 import { loadHfFolder } from './hf.js';
+import { isCacheRepoFolder, snapshotOfRepoFolder } from '../hub/cache.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { ModelConfig } from './config.js';
+import { specForGguf, specOf, SPECS } from './registry.js';
+import type { GgufMeta } from './spec.js';
 
 export type SourceFormat = 'gguf' | 'llama2c' | 'hf';
 
@@ -27,6 +30,8 @@ export interface LoadedModel {
   tokenizer: Tokenizer | null;
   /** The dtype most weights are stored in (for `inspect`). */
   storedDtype: string;
+  /** Tensors of a partly downloaded hub snapshot that are not on disk yet, by name → shard (hf.ts). */
+  notDownloaded?: Map<string, string>;
 }
 
 export interface LoadOptions {
@@ -36,7 +41,7 @@ export interface LoadOptions {
 
 export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(modelPath)) throw new UserError(`${modelPath}: no such file or directory`);
-  if (statSync(modelPath).isDirectory()) return loadHf(modelPath, opts.tokenizer);
+  if (statSync(modelPath).isDirectory()) return loadHf(isCacheRepoFolder(modelPath) ? snapshotOfRepoFolder(modelPath) : modelPath, opts.tokenizer);
   const format = detectFormat(modelPath);
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
   if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
@@ -65,7 +70,7 @@ function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
       : existsSync(binPath)
         ? readLlama2cTokenizer(binPath, hf.config.vocabSize)
         : null;
-  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype };
+  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype, notDownloaded: hf.notDownloaded };
 }
 
 function detectFormat(p: string): SourceFormat {
@@ -80,33 +85,26 @@ function detectFormat(p: string): SourceFormat {
 function loadGguf(p: string): LoadedModel {
   const file = readGguf(p);
   const arch = metaString(file, 'general.architecture');
-  if (arch !== 'llama') throw new UserError(`${p}: GGUF architecture "${arch}" is not supported (supported: llama)`);
+  const spec = specForGguf(arch);
+  if (!spec?.fromGguf) {
+    const supported = SPECS.flatMap((s) => (s.ggufArch ? [s.ggufArch] : [])).join(', ');
+    throw new UserError(`${p}: GGUF architecture "${arch}" is not supported (supported: ${supported})`);
+  }
   const tensors = new Map(file.tensors.map((t) => [t.name, t]));
-  const embd = tensors.get('token_embd.weight');
-  if (!embd || embd.shape.length !== 2) throw new UserError(`${p}: missing or malformed tensor token_embd.weight`);
-  const dim = metaInt(file, 'llama.embedding_length');
-  const nHeads = metaInt(file, 'llama.attention.head_count');
-  const config: ModelConfig = {
-    arch: 'llama',
-    dim,
-    nLayers: metaInt(file, 'llama.block_count'),
-    nHeads,
-    nKvHeads: metaInt(file, 'llama.attention.head_count_kv', nHeads),
-    headDim: dim / nHeads,
-    ffnDim: metaInt(file, 'llama.feed_forward_length'),
-    vocabSize: embd.shape[0]!,
-    normEps: metaNumber(file, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
-    maxSeqLen: metaInt(file, 'llama.context_length', 2048),
-    tiedHead: !tensors.has('output.weight'),
-    ropeTheta: metaNumber(file, 'llama.rope.freq_base', 10000),
-    // llama.cpp's converters permute Hugging Face q/k weights so that GGUF llama always pairs (2i, 2i+1).
-    ropePairing: 'interleaved',
-    ropeScaling: null,
-    qkvBias: tensors.has('blk.0.attn_q.bias'),
+  const meta: GgufMeta = {
+    path: p,
+    number: (key, fallback) => metaNumber(file, key, fallback),
+    int: (key, fallback) => metaInt(file, key, fallback),
+    has: (key) => file.metadata.has(key),
+    tensorShape: (name) => tensors.get(name)?.shape ?? null,
   };
+  const config = spec.fromGguf(meta);
   validateConfig(p, config);
+  // Key the tensors by the names the block code reads (the spec's GGUF names map onto them).
+  const rename = new Map(spec.tensors(config).map((t) => [t.gguf ?? t.name, t.name]));
+  const named = new Map([...tensors].map(([n, t]) => [rename.get(n) ?? n, t]));
   const tokenizer = file.metadata.has('tokenizer.ggml.tokens') ? tokenizerFromGguf(file) : null;
-  return { path: p, format: 'gguf', config, tensors, tokenizer, storedDtype: dominantDtype(file.tensors) };
+  return { path: p, format: 'gguf', config, tensors: named, tokenizer, storedDtype: dominantDtype(file.tensors) };
 }
 
 function metaNumber(file: GgufFile, key: string, fallback?: number): number {
@@ -177,31 +175,14 @@ function validateConfig(p: string, c: ModelConfig): void {
   if (c.headDim % 2 !== 0) throw new UserError(`${p}: head size ${c.headDim} is odd; RoPE needs pairs`);
 }
 
-/** Every tensor a Llama block needs exists with the shape the config implies. */
+/** Every tensor the family's spec lists for this config exists with the shape the config implies. */
 function checkTensors(m: LoadedModel): void {
-  const c = m.config;
-  const kv = c.nKvHeads * c.headDim;
-  const expect: [string, number[]][] = [['token_embd.weight', [c.vocabSize, c.dim]], ['output_norm.weight', [c.dim]]];
-  if (!c.tiedHead) expect.push(['output.weight', [c.vocabSize, c.dim]]);
-  for (let i = 0; i < c.nLayers; i++) {
-    const b = `blk.${i}.`;
-    expect.push(
-      [b + 'attn_norm.weight', [c.dim]],
-      [b + 'attn_q.weight', [c.nHeads * c.headDim, c.dim]],
-      [b + 'attn_k.weight', [kv, c.dim]],
-      [b + 'attn_v.weight', [kv, c.dim]],
-      [b + 'attn_output.weight', [c.dim, c.nHeads * c.headDim]],
-      [b + 'ffn_norm.weight', [c.dim]],
-      [b + 'ffn_gate.weight', [c.ffnDim, c.dim]],
-      [b + 'ffn_up.weight', [c.ffnDim, c.dim]],
-      [b + 'ffn_down.weight', [c.dim, c.ffnDim]],
-    );
-  }
-  for (const [name, shape] of expect) {
+  for (const want of specOf(m.config).tensors(m.config)) {
+    const name = want.name;
     const t = m.tensors.get(name);
     if (!t) throw new UserError(`${m.path}: tensor ${name} is missing`);
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new UserError(`${m.path}: tensor ${name} has shape [${t.shape}], config implies [${shape}]`);
+    if (t.shape.length !== want.shape.length || t.shape.some((d, i) => d !== want.shape[i])) {
+      throw new UserError(`${m.path}: tensor ${name} has shape [${t.shape}], config implies [${want.shape}]`);
     }
   }
 }

@@ -18,7 +18,7 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { UserError } from '../errors.js';
+import { paramError, UserError } from '../errors.js';
 import { float32Chunks, writeSafetensors, type TensorSource } from '../formats/safetensors-write.js';
 import { readLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import { SentencePieceTokenizer, TokenType } from '../tokenizers/sentencepiece.js';
@@ -26,6 +26,8 @@ import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream } from '../util/random.js';
 import type { ModelConfig } from './config.js';
 import { headIsTied, type LoadedModel } from './load.js';
+import { specOf } from './registry.js';
+import type { TensorSpec } from './spec.js';
 
 /** Standard deviation of every randomly initialised tensor (transformers' `initializer_range` default). */
 export const INIT_STD = 0.02;
@@ -86,121 +88,20 @@ export function outputConfig(like: LoadedModel): ModelConfig {
   return { ...like.config, tiedHead: tied, ropePairing: 'half' };
 }
 
-/** Every tensor the Hugging Face loader (hf.ts) expects for this config, by HF name, in checkpoint order. */
+/** Every tensor the Hugging Face loader (hf.ts) expects for this config, by HF name, in checkpoint order: the spec's list. */
 export function randomModelPlan(c: ModelConfig, std = INIT_STD): PlannedTensor[] {
-  const normal: Init = { kind: 'normal', std };
-  const ones: Init = { kind: 'constant', value: 1 };
-  const zeros: Init = { kind: 'constant', value: 0 };
-  const plan: PlannedTensor[] = [];
-  const add = (name: string, shape: number[], init: Init) => plan.push({ name, shape, init });
-  if (c.arch === 'gpt2') {
-    const d = c.dim;
-    const f = c.ffnDim;
-    add('wte.weight', [c.vocabSize, d], normal);
-    add('wpe.weight', [c.maxSeqLen, d], normal);
-    for (let i = 0; i < c.nLayers; i++) {
-      const h = `h.${i}.`;
-      // Conv1D weights are stored [in, out].
-      add(h + 'ln_1.weight', [d], ones);
-      add(h + 'ln_1.bias', [d], zeros);
-      add(h + 'attn.c_attn.weight', [d, 3 * d], normal);
-      add(h + 'attn.c_attn.bias', [3 * d], zeros);
-      add(h + 'attn.c_proj.weight', [d, d], normal);
-      add(h + 'attn.c_proj.bias', [d], zeros);
-      add(h + 'ln_2.weight', [d], ones);
-      add(h + 'ln_2.bias', [d], zeros);
-      add(h + 'mlp.c_fc.weight', [d, f], normal);
-      add(h + 'mlp.c_fc.bias', [f], zeros);
-      add(h + 'mlp.c_proj.weight', [f, d], normal);
-      add(h + 'mlp.c_proj.bias', [d], zeros);
-    }
-    add('ln_f.weight', [d], ones);
-    add('ln_f.bias', [d], zeros);
-    return plan;
-  }
-  const q = c.nHeads * c.headDim;
-  const kv = c.nKvHeads * c.headDim;
-  add('model.embed_tokens.weight', [c.vocabSize, c.dim], normal);
-  for (let i = 0; i < c.nLayers; i++) {
-    const l = `model.layers.${i}.`;
-    add(l + 'input_layernorm.weight', [c.dim], ones);
-    add(l + 'self_attn.q_proj.weight', [q, c.dim], normal);
-    add(l + 'self_attn.k_proj.weight', [kv, c.dim], normal);
-    add(l + 'self_attn.v_proj.weight', [kv, c.dim], normal);
-    if (c.qkvBias) {
-      add(l + 'self_attn.q_proj.bias', [q], zeros);
-      add(l + 'self_attn.k_proj.bias', [kv], zeros);
-      add(l + 'self_attn.v_proj.bias', [kv], zeros);
-    }
-    add(l + 'self_attn.o_proj.weight', [c.dim, q], normal);
-    add(l + 'post_attention_layernorm.weight', [c.dim], ones);
-    add(l + 'mlp.gate_proj.weight', [c.ffnDim, c.dim], normal);
-    add(l + 'mlp.up_proj.weight', [c.ffnDim, c.dim], normal);
-    add(l + 'mlp.down_proj.weight', [c.dim, c.ffnDim], normal);
-  }
-  add('model.norm.weight', [c.dim], ones);
-  if (!c.tiedHead) add('lm_head.weight', [c.vocabSize, c.dim], normal);
-  return plan;
+  const inits: Record<TensorSpec['init'], Init> = {
+    normal: { kind: 'normal', std },
+    ones: { kind: 'constant', value: 1 },
+    zeros: { kind: 'constant', value: 0 },
+  };
+  return specOf(c).tensors(c).map((t) => ({ name: t.hf, shape: t.shape, init: inits[t.init] }));
 }
 
-/**
- * config.json for the config: exactly the fields hf.ts reads back (plus the ones transformers needs to open the same
- * folder). Llama-family models are written as LlamaForCausalLM (Mistral too: the engine ignores sliding windows), or
- * as Qwen2ForCausalLM when q/k/v have biases; GPT-2 as GPT2LMHeadModel.
- */
+/** config.json for the config, as the family's spec writes it (its fromHfConfig reads it back). */
 export function hfConfigJson(c: ModelConfig, tokenizer: Tokenizer | null, std = INIT_STD): Record<string, unknown> {
   const special = { bos_token_id: tokenizer?.bosId ?? null, eos_token_id: tokenizer?.eosId ?? null };
-  if (c.arch === 'gpt2') {
-    return {
-      architectures: ['GPT2LMHeadModel'],
-      model_type: 'gpt2',
-      n_embd: c.dim,
-      n_head: c.nHeads,
-      n_layer: c.nLayers,
-      n_inner: c.ffnDim,
-      n_positions: c.maxSeqLen,
-      n_ctx: c.maxSeqLen,
-      vocab_size: c.vocabSize,
-      layer_norm_epsilon: c.normEps,
-      activation_function: 'gelu_new',
-      scale_attn_weights: true,
-      tie_word_embeddings: true,
-      initializer_range: std,
-      ...special,
-      torch_dtype: 'float32',
-    };
-  }
-  const qwen = c.qkvBias;
-  const s = c.ropeScaling;
-  return {
-    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
-    model_type: qwen ? 'qwen2' : 'llama',
-    hidden_size: c.dim,
-    intermediate_size: c.ffnDim,
-    num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads,
-    head_dim: c.headDim,
-    hidden_act: 'silu',
-    max_position_embeddings: c.maxSeqLen,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: s
-      ? {
-          rope_type: 'llama3',
-          factor: s.factor,
-          low_freq_factor: s.lowFreqFactor,
-          high_freq_factor: s.highFreqFactor,
-          original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-        }
-      : null,
-    ...(qwen ? { use_sliding_window: false } : { attention_bias: false, mlp_bias: false }),
-    tie_word_embeddings: c.tiedHead,
-    vocab_size: c.vocabSize,
-    initializer_range: std,
-    ...special,
-    torch_dtype: 'float32',
-  };
+  return specOf(c).toHfConfig(c, special, std);
 }
 
 /** The plan as safetensors sources: each tensor's values from its own seeded stream, generated as they are written. */
@@ -230,13 +131,13 @@ export function randomTensorSources(plan: readonly PlannedTensor[], seed: number
 export function writeRandomModel(like: LoadedModel, out: string, opts: RandomModelOptions = {}): RandomModelSummary {
   const seed = opts.seed ?? 0;
   const std = opts.std ?? INIT_STD;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UserError(`--seed: must be an integer in 0..4294967295, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw paramError('seed', `must be an integer in 0..4294967295, got ${seed}`);
   if (!(std > 0 && Number.isFinite(std))) throw new UserError(`std must be a positive number, got ${std}`);
   checkOut(out);
 
   const config = outputConfig(like);
   const plan = randomModelPlan(config, std);
-  checkAgainstSource(like, plan);
+  checkAgainstSource(like, config);
 
   const target = path.resolve(out);
   // mkdir (not mkdtemp, which makes it 0700) so the folder gets the usual permissions under the user's umask.
@@ -245,7 +146,7 @@ export function writeRandomModel(like: LoadedModel, out: string, opts: RandomMod
     mkdirSync(path.dirname(target), { recursive: true });
     mkdirSync(tmp);
   } catch (e) {
-    throw new UserError(`--out: cannot create ${out} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    throw paramError('out', `cannot create ${out} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
   try {
     const tokenizer = writeTokenizer(like, tmp, opts.tokenizerPath);
@@ -273,7 +174,7 @@ export function writeRandomModel(like: LoadedModel, out: string, opts: RandomMod
     rmSync(tmp, { recursive: true, force: true });
     if (e instanceof UserError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (code) throw new UserError(`--out: cannot write ${out} (${code})`);
+    if (code) throw paramError('out', `cannot write ${out} (${code})`);
     throw e;
   }
 }
@@ -281,48 +182,21 @@ export function writeRandomModel(like: LoadedModel, out: string, opts: RandomMod
 /** `out` may not exist yet, or be an empty directory; anything else is refused before any work is done. */
 function checkOut(out: string): void {
   if (!existsSync(out)) return;
-  if (!statSync(out).isDirectory()) throw new UserError(`--out: ${out} exists and is not a directory`);
-  if (readdirSync(out).length > 0) throw new UserError(`--out: ${out} exists and is not empty`);
+  if (!statSync(out).isDirectory()) throw paramError('out', `${out} exists and is not a directory`);
+  if (readdirSync(out).length > 0) throw paramError('out', `${out} exists and is not empty`);
 }
 
 /**
  * The plan is built from the config alone; every source tensor of the same role must have the same shape (a
- * mismatch would be a bug in the plan, not bad input).
+ * mismatch would be a bug in the spec, not bad input).
  */
-function checkAgainstSource(like: LoadedModel, plan: PlannedTensor[]): void {
-  for (const t of plan) {
-    const src = like.tensors.get(sourceName(like.config, t.name));
+function checkAgainstSource(like: LoadedModel, config: ModelConfig): void {
+  for (const t of specOf(config).tensors(config)) {
+    const src = like.tensors.get(t.name);
     if (src && src.shape.join(',') !== t.shape.join(',')) {
-      throw new Error(`random-model: planned ${t.name} [${t.shape}] but ${like.path} stores [${src.shape}]`);
+      throw new Error(`random-model: planned ${t.hf} [${t.shape}] but ${like.path} stores [${src.shape}]`);
     }
   }
-}
-
-/** LoadedModel.tensors keys: GGUF-style names for the Llama family, GPT-2's own (unprefixed) names for GPT-2. */
-function sourceName(c: ModelConfig, hfName: string): string {
-  if (c.arch === 'gpt2') return hfName;
-  const fixed: Record<string, string> = {
-    'model.embed_tokens.weight': 'token_embd.weight',
-    'model.norm.weight': 'output_norm.weight',
-    'lm_head.weight': 'output.weight',
-  };
-  if (fixed[hfName]) return fixed[hfName];
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
-  const part: Record<string, string> = {
-    'input_layernorm.weight': 'attn_norm.weight',
-    'self_attn.q_proj.weight': 'attn_q.weight',
-    'self_attn.k_proj.weight': 'attn_k.weight',
-    'self_attn.v_proj.weight': 'attn_v.weight',
-    'self_attn.q_proj.bias': 'attn_q.bias',
-    'self_attn.k_proj.bias': 'attn_k.bias',
-    'self_attn.v_proj.bias': 'attn_v.bias',
-    'self_attn.o_proj.weight': 'attn_output.weight',
-    'post_attention_layernorm.weight': 'ffn_norm.weight',
-    'mlp.gate_proj.weight': 'ffn_gate.weight',
-    'mlp.up_proj.weight': 'ffn_up.weight',
-    'mlp.down_proj.weight': 'ffn_down.weight',
-  };
-  return m && part[m[2]!] ? `blk.${m[1]}.${part[m[2]!]}` : hfName;
 }
 
 /**

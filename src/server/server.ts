@@ -18,7 +18,7 @@ import { createReadStream } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Atlas } from '../atlas/store.js';
-import { UserError } from '../errors.js';
+import { paramError, UserError } from '../errors.js';
 import { AtlasApi } from './api.js';
 import { HttpError } from './params.js';
 import { defaultStaticDir, resolveStatic } from './static.js';
@@ -73,7 +73,7 @@ function hostName(header: string): string {
 }
 
 export function validatePort(port: number): number {
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port: expected an integer between 0 and 65535, got ${port}`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw paramError('port', `expected an integer between 0 and 65535, got ${port}`);
   return port;
 }
 
@@ -192,9 +192,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   } catch (err) {
     atlas.close();
     const code = (err as { code?: string }).code;
-    if (code === 'EADDRINUSE') throw new UserError(`--port: ${host}:${port} is already in use`);
-    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw new UserError(`--host: cannot bind ${host}`);
-    if (code === 'EACCES') throw new UserError(`--port: not allowed to bind ${host}:${port}`);
+    if (code === 'EADDRINUSE') throw paramError('port', `${host}:${port} is already in use`);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw paramError('host', `cannot bind ${host}`);
+    if (code === 'EACCES') throw paramError('port', `not allowed to bind ${host}:${port}`);
     throw err;
   }
   const addr = server.address() as AddressInfo;
