@@ -553,7 +553,7 @@ test('group counts: incremental after inserts, a full pass again after rows are 
   const src = new Database(DB, { readonly: true });
   src.prepare('VACUUM INTO ?').run(copy);
   src.close();
-  const reader = new Database(copy, { readonly: true });
+  const reader = Atlas.open(copy, { readonly: true });
   const writer = Atlas.open(copy);
   try {
     const stats = new AtlasStats(reader, 0);

@@ -14,6 +14,7 @@ import type { Hook } from '../models/config.js';
 import { canonicalJson, sha256Hex } from './canonical.js';
 import type { FileHashCache } from './hash.js';
 import { createSchema, inspectSchema, migrate, RECORD_COLUMNS, SCHEMA_VERSION, singleFeature } from './schema.js';
+import { ViewerQueries } from './viewer-queries.js';
 
 export interface AtlasModel {
   hash: string;
@@ -82,6 +83,14 @@ interface RecordRow {
   created_at: string;
 }
 
+/** A checkpoint file as hashed by `atlas build`: its hash holds while its size and mtime do. */
+export interface ModelFileRow {
+  path: string;
+  size: number;
+  mtime_ns: string;
+  hash: string;
+}
+
 export interface OpenOptions {
   /** Read-only (compare, export, ls): the file must exist; an older schema is migrated first, then reopened read-only. */
   readonly?: boolean;
@@ -100,12 +109,16 @@ function wrapOpenError(file: string, err: unknown): never {
 
 export class Atlas implements FileHashCache {
   private settingsCache = new Map<string, Record<string, unknown>>();
+  /** The viewer's queries (viewer-queries.ts), kept apart so this file stays the store's own reads and writes. */
+  readonly viewer: ViewerQueries;
 
   private constructor(
     readonly db: Database.Database,
     readonly file: string,
     readonly readonly: boolean,
-  ) {}
+  ) {
+    this.viewer = new ViewerQueries(db);
+  }
 
   static open(file: string, opts: OpenOptions = {}): Atlas {
     if (opts.readonly) {
@@ -159,6 +172,11 @@ export class Atlas implements FileHashCache {
     return this.db.pragma('user_version', { simple: true }) as number;
   }
 
+  /** Run `fn` in one read transaction: every query it makes sees the same commit, even while a build writes. */
+  read<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
   // ----- model identity -----------------------------------------------------------------------------------------
 
   cachedFileHash(file: string, size: number, mtimeNs: string): string | undefined {
@@ -169,6 +187,11 @@ export class Atlas implements FileHashCache {
   rememberFileHash(file: string, size: number, mtimeNs: string, hash: string): void {
     if (this.readonly) return;
     this.db.prepare('INSERT OR REPLACE INTO model_files (path, size, mtime_ns, hash) VALUES (?, ?, ?, ?)').run(file, size, mtimeNs, hash);
+  }
+
+  /** Every checkpoint file hashed so far, by path. */
+  modelFileRows(): ModelFileRow[] {
+    return this.db.prepare('SELECT path, size, mtime_ns, hash FROM model_files ORDER BY path').all() as ModelFileRow[];
   }
 
   /** Add a model (or fill in what an older row lacks); the first name it was seen under stays. */

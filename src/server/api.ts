@@ -3,10 +3,12 @@
  * models and groups the atlas does not hold, and reads with short indexed queries (the grid never parses result JSON;
  * group counts and search entries are kept incrementally, see stats.ts), so pages stay fast on large atlases and every
  * request sees the latest committed state while `atlas build` writes. The server runs each request in one read
- * transaction after AtlasStats.refresh().
+ * transaction after AtlasStats.refresh(). The queries are the atlas's (atlas.viewer, src/atlas/viewer-queries.ts):
+ * this file decides which to run, never how.
  */
 import { meanJaccard } from '../atlas/compare.js';
 import type { Atlas, AtlasRecord } from '../atlas/store.js';
+import type { GridCell, GridFilter } from '../atlas/viewer-queries.js';
 import { UserError } from '../errors.js';
 import {
   badRequest,
@@ -39,15 +41,7 @@ export interface GroupKey {
   settings_hash: string;
 }
 
-export interface GridCell {
-  id: number;
-  feature: number;
-  status: 'ok' | 'failed';
-  top1_text: string | null;
-  act_continuous: number | null;
-  act_decoded: number | null;
-  act_random: number | null;
-}
+export type { GridCell } from '../atlas/viewer-queries.js';
 
 export interface GridPage {
   group: GroupKey & { records: number; ok: number; failed: number; features: [number, number] | null };
@@ -78,11 +72,6 @@ const blockLabel = (b: [number, number]) => (b[0] === b[1] ? String(b[0]) : `${b
 const add1 = (x: number | null) => (x === null ? null : x + 1);
 const sub1 = (x: number | null) => (x === null ? null : x - 1);
 
-/** `%`, `_` and `\` taken literally in a LIKE pattern (ESCAPE '\'). */
-function likeEscape(s: string): string {
-  return s.replace(/[\\%_]/g, (c) => `\\${c}`);
-}
-
 /** The routes. Its caller refreshes `stats` once per request, inside that request's read transaction (server.ts). */
 export class AtlasApi {
   readonly sources: ModelSources;
@@ -90,11 +79,7 @@ export class AtlasApi {
 
   constructor(readonly atlas: Atlas) {
     this.sources = new ModelSources(atlas);
-    this.stats = new AtlasStats(atlas.db);
-  }
-
-  private get db() {
-    return this.atlas.db;
+    this.stats = new AtlasStats(atlas);
   }
 
   /** Model hashes for `model=`: a name or a hash prefix; 404 when none matches. */
@@ -228,13 +213,7 @@ export class AtlasApi {
       end = Math.min(matches.length, start + limit);
     }
     const slice = matches.slice(start, end);
-    const byId = new Map<number, GridCell>();
-    if (slice.length) {
-      const rows = this.db
-        .prepare(`SELECT id, feature, status, top1_text, act_continuous, act_decoded, act_random FROM records WHERE id IN (${slice.map(() => '?').join(', ')})`)
-        .all(...slice.map((e) => e.id)) as GridCell[];
-      for (const r of rows) byId.set(r.id, r);
-    }
+    const byId = new Map(this.atlas.viewer.cellsByIds(slice.map((e) => e.id)).map((c) => [c.id, c]));
     const cells = slice.map((e) => byId.get(e.id)).filter((c): c is GridCell => c !== undefined);
     return {
       cells,
@@ -246,27 +225,9 @@ export class AtlasApi {
 
   /** A page by SQL: keyset paging on the group's index (unfiltered), or a LIKE scan (a group too large to hold). */
   private sqlPage(group: GroupStats, q: string, status: 'ok' | 'failed' | 'all', after: number, before: number | null, limit: number): PageParts {
-    const where = ['model_hash = ?', 'block_a = ?', 'block_b = ?', 'hook = ?', 'settings_hash = ?', 'feature IS NOT NULL'];
-    const params: unknown[] = [group.model_hash, group.blocks[0], group.blocks[1], group.hook, group.settings_hash];
-    if (q !== '') {
-      where.push("top1_text LIKE ? ESCAPE '\\'");
-      params.push(`%${likeEscape(q)}%`);
-    }
-    if (status !== 'all') {
-      where.push('status = ?');
-      params.push(status);
-    }
-    const cond = where.join(' AND ');
-    const select = (op: '<' | '>', from: number) =>
-      this.db
-        .prepare(
-          `SELECT id, feature, status, top1_text, act_continuous, act_decoded, act_random FROM records
-           WHERE ${cond} AND feature ${op} ? ORDER BY feature ${op === '<' ? 'DESC' : 'ASC'} LIMIT ?`,
-        )
-        .all(...params, from, limit) as GridCell[];
-    // The nearest matching feature beyond `from`, or null.
-    const nearest = (op: '<' | '>', from: number) =>
-      (this.db.prepare(`SELECT feature FROM records WHERE ${cond} AND feature ${op} ? ORDER BY feature ${op === '<' ? 'DESC' : 'ASC'} LIMIT 1`).pluck().get(...params, from) as number | undefined) ?? null;
+    const filter: GridFilter = { group, q, status };
+    const select = (op: '<' | '>', from: number) => this.atlas.viewer.gridCells(filter, op, from, limit);
+    const nearest = (op: '<' | '>', from: number) => this.atlas.viewer.nearestFeature(filter, op, from);
     const exists = (op: '<' | '>', from: number) => nearest(op, from) !== null;
     const cells = before !== null ? select('<', before).reverse() : select('>', after);
     const first = cells[0]?.feature;
@@ -274,7 +235,7 @@ export class AtlasApi {
     let matched = group.featured;
     if (q !== '' || status !== 'all') {
       const key = `matched|${groupKey(group)}|${status}|${q}`;
-      matched = (this.stats.memo.get(key) as number | undefined) ?? (this.db.prepare(`SELECT count(*) FROM records WHERE ${cond}`).pluck().get(...params) as number);
+      matched = (this.stats.memo.get(key) as number | undefined) ?? this.atlas.viewer.countMatching(filter);
       if (this.stats.memo.size > 32) this.stats.memo.clear();
       this.stats.memo.set(key, matched);
     }
@@ -313,16 +274,9 @@ export class AtlasApi {
       add(refined.start_ids);
     }
     // Neighbours in the group, for stepping through a layer; and how many records the compare link will add.
-    const groupCond = 'model_hash = ? AND block_a = ? AND block_b = ? AND hook = ? AND settings_hash = ?';
-    const gp = [rec.model.hash, rec.blocks[0], rec.blocks[1], rec.hook, rec.settings_hash];
-    const neighbour = (op: '<' | '>') =>
-      rec.feature === null
-        ? null
-        : ((this.db
-            .prepare(`SELECT id, feature FROM records WHERE ${groupCond} AND feature ${op} ? ORDER BY feature ${op === '<' ? 'DESC' : 'ASC'} LIMIT 1`)
-            .get(...gp, rec.feature) as { id: number; feature: number } | undefined) ?? null);
-    const elsewhere =
-      rec.feature === null ? 0 : (this.db.prepare('SELECT count(*) FROM records WHERE feature = ? AND hook = ? AND settings_hash = ? AND id != ?').pluck().get(rec.feature, rec.hook, rec.settings_hash, rec.id) as number);
+    const group = { model_hash: rec.model.hash, blocks: rec.blocks, hook: rec.hook, settings_hash: rec.settings_hash };
+    const neighbour = (op: '<' | '>') => (rec.feature === null ? null : this.atlas.viewer.neighbour(group, op, rec.feature));
+    const elsewhere = rec.feature === null ? 0 : this.atlas.viewer.sameFeatureElsewhere(rec.feature, rec.hook, rec.settings_hash, rec.id);
     return {
       record: rec,
       pieces: piecesOf(tokenizer, ids),
@@ -348,28 +302,8 @@ export class AtlasApi {
     const hook = p.has('hook') ? parseHookParam(requireParam(p, 'hook')) : undefined;
     const model = p.has('model') ? parseModelParam(requireParam(p, 'model')) : undefined;
     const settings = p.has('settings') ? parseSettingsParam(requireParam(p, 'settings')) : undefined;
-    const where = ['r.feature = ?'];
-    const params: unknown[] = [feature];
-    if (hook !== undefined) {
-      where.push('r.hook = ?');
-      params.push(hook);
-    }
-    if (model !== undefined) {
-      const hashes = this.modelHashes(model);
-      where.push(`r.model_hash IN (${hashes.map(() => '?').join(', ')})`);
-      params.push(...hashes);
-    }
-    if (settings !== undefined) {
-      where.push("r.settings_hash LIKE ? || '%'");
-      params.push(settings);
-    }
-    const idRows = this.db
-      .prepare(
-        `SELECT r.id FROM records r JOIN models m ON m.hash = r.model_hash WHERE ${where.join(' AND ')}
-         ORDER BY r.hook, m.added_at, r.model_hash, r.block_a, r.block_b, r.settings_hash LIMIT ?`,
-      )
-      .pluck()
-      .all(...params, MAX_COMPARE + 1) as number[];
+    const modelHashes = model === undefined ? undefined : this.modelHashes(model);
+    const idRows = this.atlas.viewer.compareIds({ feature, hook, modelHashes, settings }, MAX_COMPARE + 1);
     if (idRows.length === 0) throw notFound(`no records of feature ${feature}${hook ? ` at hook ${hook}` : ''}${model ? ` for model ${model}` : ''}${settings ? ` with settings ${settings}` : ''}`);
     const truncated = idRows.length > MAX_COMPARE;
     const records = idRows.slice(0, MAX_COMPARE).map((id) => this.recordById(id)!).filter((r) => r !== null);

@@ -85,7 +85,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const api = new AtlasApi(atlas);
   // The one full pass over the records (group counts) happens now, not on the first page someone opens.
   try {
-    atlas.db.transaction(() => api.stats.refresh())();
+    atlas.read(() => api.stats.refresh());
   } catch (err) {
     atlas.close();
     throw err;
@@ -143,10 +143,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         } else throw new HttpError(404, `no API route /api/${route.slice(0, 60)}`);
         // One read transaction per request: all of its queries see the same commit, even while a build writes. The
         // stats refresh comes first, so the snapshot it reads is never older than the data_version it records.
-        const body = atlas.db.transaction(() => {
+        const body = atlas.read(() => {
           api.stats.refresh();
           return answer();
-        })();
+        });
         sendJson(res, head, 200, body);
         return 200;
       }

@@ -7,9 +7,11 @@
  * tool — it starts over with a full pass.
  *
  * Call refresh() inside the request's read transaction, so the numbers match what the request's other queries see.
+ * The SQL it runs is the atlas's (atlas.viewer, src/atlas/viewer-queries.ts); what is kept and when it is re-read is
+ * decided here.
  */
-import type Database from 'better-sqlite3';
-import type { AtlasGroup } from '../atlas/store.js';
+import type { Atlas, AtlasGroup } from '../atlas/store.js';
+import type { FailureRow, GroupRef } from '../atlas/viewer-queries.js';
 
 /** An atlas group (as `ls` lists it) plus what the viewer needs to page and order it. */
 export interface GroupStats extends AtlasGroup {
@@ -18,22 +20,6 @@ export interface GroupStats extends AtlasGroup {
   /** Smallest record id: groups are listed in the order they were started. */
   first_id: number;
 }
-
-export interface FailureRow {
-  id: number;
-  model_name: string;
-  model_hash: string;
-  blocks: [number, number];
-  hook: string;
-  select: string;
-  feature: number | null;
-  settings_hash: string;
-  error: string | null;
-  created_at: string;
-}
-
-/** One row of the grouping query: blocks and feature range as separate columns. */
-type GroupRow = Omit<GroupStats, 'blocks' | 'features'> & { block_a: number; block_b: number; fmin: number | null; fmax: number | null };
 
 export const MAX_FAILURES = 50;
 /** Most search entries (one per single-feature record) held in memory over all groups. */
@@ -54,7 +40,7 @@ interface GroupSearch {
 /** How often (at most) a refresh also checks that no records were deleted behind its back. */
 export const VERIFY_MS = 5_000;
 
-export function groupKey(g: { model_hash: string; blocks: [number, number]; hook: string; settings_hash: string }): string {
+export function groupKey(g: GroupRef): string {
   return `${g.model_hash}|${g.blocks[0]}|${g.blocks[1]}|${g.hook}|${g.settings_hash}`;
 }
 
@@ -77,22 +63,22 @@ export class AtlasStats {
   readonly passes = { full: 0, incremental: 0 };
 
   constructor(
-    private readonly db: Database.Database,
+    private readonly atlas: Atlas,
     private readonly verifyMs = VERIFY_MS,
   ) {}
 
   refresh(): void {
-    const version = this.db.pragma('data_version', { simple: true }) as number;
+    const version = this.atlas.viewer.dataVersion();
     if (version === this.version) return;
     this.version = version;
-    const maxId = (this.db.prepare('SELECT max(id) FROM records').pluck().get() as number | null) ?? 0;
+    const maxId = this.atlas.viewer.maxRecordId();
     let full = this.passes.full === 0 || maxId < this.maxId;
     // Counting every row to catch deletions costs a few ms on a large atlas, so it runs at most every verifyMs.
     const now = Date.now();
     if (!full && now - this.checkedAt >= this.verifyMs) {
       this.checkedAt = now;
-      const total = this.db.prepare('SELECT count(*) FROM records').pluck().get() as number;
-      const added = this.db.prepare('SELECT count(*) FROM records WHERE id > ?').pluck().get(this.maxId) as number;
+      const total = this.atlas.count();
+      const added = this.atlas.viewer.countAfter(this.maxId);
       full = total !== this.total + added;
     }
     if (!full && maxId === this.maxId) return;
@@ -114,15 +100,7 @@ export class AtlasStats {
 
   /** Fold in the records with id > afterId. */
   private read(afterId: number): void {
-    const rows = this.db
-      .prepare(
-        `SELECT r.model_hash, m.name AS model_name, r.block_a, r.block_b, r.hook, r.settings_hash, count(*) AS records,
-                sum(r.status = 'ok') AS ok, sum(r.status = 'failed') AS failed, count(r.feature) AS featured,
-                min(r.feature) AS fmin, max(r.feature) AS fmax, min(r.created_at) AS first_at, max(r.created_at) AS last_at, min(r.id) AS first_id
-         FROM records r JOIN models m ON m.hash = r.model_hash WHERE r.id > ?
-         GROUP BY r.model_hash, r.block_a, r.block_b, r.hook, r.settings_hash`,
-      )
-      .all(afterId) as GroupRow[];
+    const rows = this.atlas.viewer.groupCountsAfter(afterId);
     for (const r of rows) {
       const blocks: [number, number] = [r.block_a, r.block_b];
       const key = groupKey({ model_hash: r.model_hash, blocks, hook: r.hook, settings_hash: r.settings_hash });
@@ -156,14 +134,7 @@ export class AtlasStats {
       if (r.last_at > g.last_at) g.last_at = r.last_at;
       g.first_id = Math.min(g.first_id, r.first_id);
     }
-    const failed = this.db
-      .prepare(
-        `SELECT r.id, m.name AS model_name, r.model_hash, r.block_a, r.block_b, r.hook, r.select_text AS "select", r.feature, r.settings_hash,
-                json_extract(r.result_json, '$.error') AS error, r.created_at
-         FROM records r JOIN models m ON m.hash = r.model_hash WHERE r.id > ? AND r.status = 'failed' ORDER BY r.id DESC LIMIT ?`,
-      )
-      .all(afterId, MAX_FAILURES) as (Omit<FailureRow, 'blocks'> & { block_a: number; block_b: number })[];
-    const fresh = failed.map(({ block_a, block_b, ...f }) => ({ ...f, blocks: [block_a, block_b] as [number, number] }));
+    const fresh = this.atlas.viewer.failuresAfter(afterId, MAX_FAILURES);
     this.failures = [...fresh, ...this.failures].slice(0, MAX_FAILURES);
   }
 
@@ -187,17 +158,12 @@ export class AtlasStats {
       this.search.set(key, gs);
     }
     if (gs.maxId < this.maxId) {
-      const rows = this.db
-        .prepare(
-          `SELECT id, feature, status, top1_text AS text FROM records
-           WHERE model_hash = ? AND block_a = ? AND block_b = ? AND hook = ? AND settings_hash = ? AND feature IS NOT NULL AND id > ? AND id <= ?
-           ORDER BY feature`,
-        )
-        .all(g.model_hash, g.blocks[0], g.blocks[1], g.hook, g.settings_hash, gs.maxId, this.maxId) as { id: number; feature: number; status: 'ok' | 'failed'; text: string | null }[];
+      const rows = this.atlas.viewer.searchRows(g, gs.maxId, this.maxId);
       const fresh = rows.map((r) => ({ feature: r.feature, id: r.id, status: r.status, text: (r.text ?? '').toLowerCase() }));
       const last = gs.entries[gs.entries.length - 1];
       if (fresh.length && last && fresh[0]!.feature <= last.feature) gs.entries = [...gs.entries, ...fresh].sort((a, b) => a.feature - b.feature || a.id - b.id);
-      else gs.entries.push(...fresh);
+      // Not push(...fresh): spreading 100,000+ entries as arguments overflows the call stack.
+      else for (const e of fresh) gs.entries.push(e);
       gs.maxId = this.maxId;
     }
     return gs.entries;

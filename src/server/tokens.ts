@@ -10,7 +10,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { sha256Hex } from '../atlas/canonical.js';
 import { modelFiles } from '../atlas/hash.js';
-import type { Atlas } from '../atlas/store.js';
+import type { Atlas, ModelFileRow } from '../atlas/store.js';
 import { loadModel, type LoadedModel } from '../models/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 
@@ -20,15 +20,8 @@ export interface ModelSource {
   tokenizer: Tokenizer | null;
 }
 
-interface FileRow {
-  path: string;
-  size: number;
-  mtime_ns: string;
-  hash: string;
-}
-
 /** Whether a file still has the size and mtime it had when hashed. */
-function unchanged(row: FileRow): boolean {
+function unchanged(row: ModelFileRow): boolean {
   try {
     const st = statSync(row.path, { bigint: true });
     return st.isFile() && Number(st.size) === row.size && st.mtimeNs.toString() === row.mtime_ns;
@@ -60,12 +53,8 @@ export class ModelSources {
     return this.get(hash)?.tokenizer ?? null;
   }
 
-  private rows(): FileRow[] {
-    return this.atlas.db.prepare('SELECT path, size, mtime_ns, hash FROM model_files ORDER BY path').all() as FileRow[];
-  }
-
   private find(hash: string): ModelSource | null {
-    const rows = this.rows();
+    const rows = this.atlas.modelFileRows();
     // A single-file checkpoint: its file's hash is the model's.
     for (const row of rows) {
       if (row.hash !== hash || !unchanged(row)) continue;
