@@ -9,6 +9,7 @@ import { hookWidth } from '../models/config.js';
 import { optString, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
+import { scanCommand } from './atlas-scan.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -42,10 +43,10 @@ const buildCommand: Command = {
     'llm-features atlas build --model PATH --db FILE --blocks LIST --features SPEC [--hook resid|mlp|attn]\n' +
     '  [visualize settings: --tokens N --steps N --lr X --lr-end X --optimizer sgd|adam --objective l1|sum|max --C X --topk K\n' +
     '   --decode pinv|nearest-cosine|nearest-l2 --init randn|random-tokens|tokens:TEXT --prefix TEXT --suffix TEXT --bos --seed S\n' +
-    '   --random-draws N] [--batch N] [--json]\n' +
+    '   --random-draws N] [--batch N] [--corpus FILE] [--json]\n' +
     '  --blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.\n' +
     '  Run the same command again to resume: finished records are skipped.',
-  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', ...SETTINGS_FLAGS, json: 'bool' },
+  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', corpus: 'string', ...SETTINGS_FLAGS, json: 'bool' },
   async run(flags) {
     const dbPath = requireString(flags, 'db');
     const blocks = parseBlockList(requireString(flags, 'blocks'));
@@ -69,6 +70,7 @@ const buildCommand: Command = {
           settings,
           onProgress: progress.update,
           onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
+          ...(optString(flags, 'corpus') ? { corpus: { file: optString(flags, 'corpus')! } } : {}),
         });
         progress.end();
         if (flags.json) printJson({ db: dbPath, ...summary });
@@ -208,10 +210,10 @@ const lsCommand: Command = {
 export const atlasCommand: Command = {
   name: 'atlas',
   summary: 'build, compare, export and list atlases of visualize results (SQLite)',
-  usage: 'llm-features atlas build|compare|export|ls [flags]',
+  usage: 'llm-features atlas build|scan|compare|export|ls [flags]',
   flags: {},
   async run() {
     throw new Error('atlas: dispatched to a subcommand by main');
   },
-  subcommands: [buildCommand, compareCommand, exportCommand, lsCommand],
+  subcommands: [buildCommand, scanCommand, compareCommand, exportCommand, lsCommand],
 };

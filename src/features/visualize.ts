@@ -18,6 +18,10 @@ import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './o
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
 import { allowedTokens, checkRefineSettings, refineActivation, refineRecord, type Refined, type RefineSettings } from './refine.js';
 import { expandSelection, type SelectionRun } from './selection.js';
+import { applyPercentiles, referenceDistributions, type CalibrationInfo, type CorpusSource, type Percentiles } from './calibrate.js';
+import { optimizedPositions } from './optimized.js';
+import { verdictOf, type Finding } from './verdict.js';
+import { tokenCells } from '../tokenizers/cells.js';
 
 export type InitKind = { kind: 'randn' } | { kind: 'random-tokens' } | { kind: 'tokens'; ids: number[] };
 export type OptimizerKind = 'sgd' | 'adam';
@@ -76,9 +80,13 @@ export interface RunResult {
   ids: number[];
   /** Indices of the free positions within `ids`. */
   free: number[];
+  /** The free positions the objective can change (optimized.ts): positions after the last selected one get no gradient. */
+  optimized?: number[];
   /** k rows; row i = the i-th ranked token at every position (fixed positions repeat their token). */
   topk: number[][];
   topk_text: string[];
+  /** The rows token by token (tokenizers/cells.ts): `·` between tokens, ⟨…⟩ byte/special tokens, [x] not optimised. */
+  topk_cells?: string[];
   /** Per position: cosine between the optimised embedding and the top-1 token's embedding. */
   cosine: number[];
   /**
@@ -98,8 +106,16 @@ export interface RunResult {
   loss: [number, number][];
   status: 'ok' | 'failed';
   error?: string;
-  /** refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs. */
-  timings: { optimize_ms: number; decode_ms: number; verify_ms: number; refine_ms?: number; exhaustive_ms?: number };
+  /** Every activation as a percentile of real text (calibrate.ts); null without a corpus. */
+  percentile?: Percentiles | null;
+  calibration?: CalibrationInfo | null;
+  /** Findings with documented thresholds (verdict.ts); `status` only says the run completed. */
+  verdict?: Finding[];
+  /**
+   * optimize_ms, decode_ms, verify_ms: the whole batch's (`batch_runs` runs optimised together in one graph), not this
+   * run's alone; refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs.
+   */
+  timings: { optimize_ms: number; decode_ms: number; verify_ms: number; batch_runs?: number; refine_ms?: number; exhaustive_ms?: number };
 }
 
 /** The skip-connection baseline for a single `resid` feature: decode the feature's unit vector, no model needed. */
@@ -120,6 +136,8 @@ export interface VisualizeRequest {
   /** Optional warm start: initial embeddings [T × D] per run index (library use; NaNs here make a failing run). */
   initialEmbeddings?: (runIndex: number) => Float32Array | undefined;
   onProgress?: (done: number, total: number) => void;
+  /** Real text to calibrate every activation against (calibrate.ts). */
+  corpus?: CorpusSource;
 }
 
 /** Token ids eligible as random or decoded "real" tokens: not byte-fallback, not control tokens. */
@@ -204,6 +222,11 @@ export class Visualizer {
       req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
     }
     if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
+    if (req.corpus) {
+      const ref = await referenceDistributions(this.runner, this.tokenizer, runs, s, lay, req.corpus);
+      results.forEach((r, i) => applyPercentiles(r, ref.sorted[i]!, ref.info));
+    }
+    for (const r of results) r.verdict = verdictOf(r);
     return results;
   }
 
@@ -337,6 +360,7 @@ export class Visualizer {
       const d = decoded[b];
       const ok = !failed[b] && d !== null;
       const topk = ok ? Array.from({ length: s.topk }, (_, i) => d!.rows.map((r) => r[i] ?? r[0]!)) : [];
+      const optimized = optimizedPositions(run, lay.free);
       return {
         select: run.label,
         blocks: [s.blocks[0], s.blocks[1]],
@@ -344,8 +368,10 @@ export class Visualizer {
         settings: settingsRecord(s),
         ids: ok ? idsOf(b) : [],
         free: lay.free,
+        optimized,
         topk,
         topk_text: topk.map((row) => this.text(row)),
+        topk_cells: topk.map((row) => tokenCells(this.tokenizer, row, new Set(optimized))),
         cosine: ok ? d!.cos : [],
         cosine_scale: this.cosineScale(),
         activation: {
@@ -363,7 +389,7 @@ export class Visualizer {
         loss: curves[b]!,
         status: ok ? 'ok' : 'failed',
         ...(ok ? {} : { error: failed[b]! }),
-        timings: { optimize_ms: round(optimizeMs), decode_ms: round(decodeMs), verify_ms: round(verifyMs) },
+        timings: { optimize_ms: round(optimizeMs), decode_ms: round(decodeMs), verify_ms: round(verifyMs), batch_runs: runs.length },
       };
     });
   }
@@ -425,7 +451,9 @@ export class Visualizer {
       unit[r.features.indices[0]!] = 1;
       const tokens = topIndices(this.decoder.scores(unit, 'pinv'), s.topk);
       const mine = top1[b];
-      const agreement = mine ? lay.free.filter((t) => mine[t] === tokens[0]).length / lay.free.length : 0;
+      // Positions without gradient keep their random start: they are not part of the result and are not counted.
+      const counted = optimizedPositions(r, lay.free);
+      const agreement = mine && counted.length ? counted.filter((t) => mine[t] === tokens[0]).length / counted.length : 0;
       return { kind: 'skip-connection', tokens, tokens_text: tokens.map((id) => this.text([id])), agreement, activation: null };
     });
     const seqs = out.map((bl) => (bl ? Array.from({ length: lay.T }, (_, t) => lay.fixed.get(t) ?? bl.tokens[0]!) : null));
