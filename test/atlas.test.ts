@@ -238,7 +238,7 @@ test('a version-1 atlas is migrated on open: every record kept, settings folded 
   again.close();
   assert.equal(hashFile(fixture), before);
   const listing = await runSub('ls', ['--db', file]);
-  assert.match(listing, /schema v2, 13 records, 2 models/);
+  assert.match(listing, /schema v3, 13 records, 2 models/);
 });
 
 // ---------------------------------------------------------------------------------------------------------------

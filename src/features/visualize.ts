@@ -226,7 +226,11 @@ export class Visualizer {
       const ref = await referenceDistributions(this.runner, this.tokenizer, runs, s, lay, req.corpus);
       results.forEach((r, i) => applyPercentiles(r, ref.sorted[i]!, ref.info));
     }
-    for (const r of results) r.verdict = verdictOf(r);
+    for (const r of results) {
+      r.percentile ??= null;
+      r.calibration ??= null;
+      r.verdict = verdictOf(r);
+    }
     return results;
   }
 
