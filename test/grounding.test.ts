@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import Ajv from 'ajv';
 import Database from 'better-sqlite3';
 import { exportJson } from '../src/atlas/export.js';
 import { buildScan } from '../src/atlas/scan-build.js';
@@ -14,7 +15,7 @@ import { listScans, scanFeatures } from '../src/atlas/scans.js';
 import { SCHEMA_V2_TABLES, SCHEMA_VERSION } from '../src/atlas/schema.js';
 import { Atlas } from '../src/atlas/store.js';
 import { ModelRunner } from '../src/engine/runner.js';
-import { applyPercentiles, formatPercentile, referenceDistributions } from '../src/features/calibrate.js';
+import { applyPercentiles, corpusReference, formatPercentile, percentileFromGrid, quantileGrid, referenceDistributions, sortedReference } from '../src/features/calibrate.js';
 import { cutWindows, parseJsonl, readCorpus, slidingStarts, splitStories, tokenizeStories } from '../src/features/corpus.js';
 import { decoderFor } from '../src/features/embeddings.js';
 import { optimizedPositions } from '../src/features/optimized.js';
@@ -26,7 +27,7 @@ import { DEFAULT_SETTINGS, layout, Visualizer, type RunResult, type VisualizeSet
 import { loadModel } from '../src/models/load.js';
 import { tokenCell, tokenCells } from '../src/tokenizers/cells.js';
 import { cli } from './cli-helpers.js';
-import { modelPath } from './helpers.js';
+import { modelPath, projectRoot } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'llmf-grounding-'));
 const model = loadModel(modelPath('stories260K.bin'));
@@ -210,11 +211,19 @@ test('the reference distribution is the run statistic on every stride-1 stretch 
   want.forEach((x, i) => assert.ok(Math.abs(ref.sorted[0]![i]! - x) < 1e-5, `${i}: ${ref.sorted[0]![i]} vs ${x}`));
   // A known value's percentile: the median of the reference sits near p50, anything above the max is p100.
   const r = { activation: { continuous: 1e9, decoded: want[Math.floor(want.length / 2)]!, random: -1e9 }, baseline: null, refined: null, exhaustive: null } as unknown as RunResult;
-  applyPercentiles(r, ref.sorted[0]!, ref.info);
+  applyPercentiles(r, sortedReference(ref.sorted[0]!, ref.info));
   assert.equal(r.percentile!.continuous, 100);
   assert.equal(r.percentile!.random, 0);
   assert.ok(Math.abs(r.percentile!.decoded! - 50) <= 100 / want.length + 1e-9);
   assert.equal(r.calibration!.max, want[want.length - 1]);
+  assert.equal(r.calibration!.source, 'corpus');
+  // The stored grid (atlas scans) reads percentiles within 0.01 points + 100/n of the exact mid-rank.
+  const grid = quantileGrid(ref.sorted[0]!);
+  for (const v of [...want.filter((_, i) => i % 7 === 0), want[0]! - 1, want[want.length - 1]! + 1, (want[3]! + want[4]!) / 2]) {
+    const exact = percentileRank(ref.sorted[0]!, v);
+    assert.ok(Math.abs(percentileFromGrid(grid, v) - exact) <= 0.01 + 100 / want.length + 1e-9, `${v}: grid ${percentileFromGrid(grid, v)} vs exact ${exact}`);
+  }
+  assert.equal(percentileFromGrid(Float64Array.from([0, 1, 1, 1, 2]), 1), 50);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +265,7 @@ test('display: token boundaries, byte-fallback and special tokens marked, non-op
 
 test('a one-position run shows the positions after it as context, counts only optimised positions, and carries percentile and verdict', async () => {
   const visualizer = new Visualizer(runner, tok, decoderFor(model));
-  const [r] = await visualizer.visualize({ select: '[:, 1, 0]', settings: vsettings({ blocks: [1, 1], tokens: 4, steps: 30, randomDraws: 2 }), corpus: { file: corpusFile } });
+  const [r] = await visualizer.visualize({ select: '[:, 1, 0]', settings: vsettings({ blocks: [1, 1], tokens: 4, steps: 30, randomDraws: 2 }), reference: corpusReference(runner, tok, { file: corpusFile }) });
   assert.equal(r!.status, 'ok');
   assert.deepEqual(r!.optimized, [0, 1]);
   const cells = r!.topk_cells![0]!.split('·');
@@ -333,4 +342,35 @@ test('CLI: atlas scan and visualize --corpus; generate --samples writes a corpus
   const noOut = cli(['generate', '--model', m, '--samples', '2']);
   assert.equal(noOut.code, 2);
   assert.match(noOut.stderr, /--samples: needs --out FILE/);
+});
+
+test('visualize --scan-db reads the calibration an atlas scan stored (--calibrate-tokens) and agrees with --corpus; other shapes are refused', () => {
+  const db = path.join(dir, 'calib.db');
+  const m = modelPath('stories260K.bin');
+  const scan = cli(['atlas', 'scan', '--model', m, '--db', db, '--blocks', '1-2', '--features', '0-2', '--corpus', corpusFile, '--window', '16', '--calibrate-tokens', '3', '--json']);
+  assert.equal(scan.code, 0, scan.stderr);
+  const common = ['visualize', '--model', m, '--blocks', '1-2', '--select', '[:, :, 0-2]', '--steps', '40', '--tokens', '3', '--json'];
+  const fromScan = JSON.parse(cli([...common, '--scan-db', db]).stdout).runs as RunResult[];
+  const fromCorpus = JSON.parse(cli([...common, '--corpus', corpusFile]).stdout).runs as RunResult[];
+  assert.equal(fromScan.length, 3);
+  const validate = new Ajv.default({ allErrors: true }).compile(JSON.parse(readFileSync(path.join(projectRoot, 'schemas/visualize.schema.json'), 'utf8')));
+  for (const runs of [fromScan, fromCorpus]) assert.ok(validate({ model: { path: m, format: 'llama2c', architecture: 'llama' }, runs }), JSON.stringify(validate.errors));
+  fromScan.forEach((r, i) => {
+    const c = fromCorpus[i]!;
+    assert.equal(r.calibration!.source, 'scan');
+    assert.equal(r.calibration!.windows, c.calibration!.windows);
+    assert.ok(Math.abs(r.calibration!.max - c.calibration!.max) < 1e-9);
+    for (const k of ['continuous', 'decoded', 'random'] as const) {
+      assert.ok(Math.abs(r.percentile![k]! - c.percentile![k]!) <= 0.01 + 100 / c.calibration!.windows + 1e-9, `${r.select} ${k}: ${r.percentile![k]} vs ${c.percentile![k]}`);
+    }
+  });
+  const shape = cli([...common.slice(0, 6), '[:, 1, 0]', ...common.slice(7), '--scan-db', db]);
+  assert.equal(shape.code, 2);
+  assert.match(shape.stderr, /^llm-features: --scan-db: run \[:, 1, 0\]: stored calibrations cover \[:, :, f\] runs only/);
+  const tokens = cli([...common.slice(0, -2), '4', '--json', '--scan-db', db]);
+  assert.equal(tokens.code, 2);
+  assert.match(tokens.stderr, /--scan-db: .*calib\.db holds no scan of this model with blocks 1-2, hook resid, --calibrate-tokens 4/);
+  const both = cli([...common, '--scan-db', db, '--corpus', corpusFile]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /--corpus\/--scan-db: give at most one of them/);
 });

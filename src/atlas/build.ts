@@ -5,7 +5,7 @@
  */
 import { UserError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
-import type { CorpusSource } from '../features/calibrate.js';
+import type { ReferenceProvider } from '../features/calibrate.js';
 import { decoderFor } from '../features/embeddings.js';
 import { settingsRecord, Visualizer, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
@@ -37,8 +37,8 @@ export interface BuildRequest {
   onProgress?: (p: BuildProgress) => void;
   /** Called before a checkpoint file is hashed (not when its hash is remembered). */
   onHash?: (file: string, bytes: number) => void;
-  /** Real text to calibrate every record's activations against (features/calibrate.ts). */
-  corpus?: CorpusSource;
+  /** Real-text reference distributions to calibrate every record's activations against (features/calibrate.ts). */
+  reference?: ReferenceProvider;
 }
 
 export interface BuildSummary {
@@ -93,7 +93,7 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
     const settings: VisualizeSettings = { ...req.settings, blocks, hook };
     for (let i = 0; i < pending.length; i += settings.batch) {
       const chunk = pending.slice(i, i + settings.batch);
-      const results = await visualizer.visualize({ select: `[:, :, ${chunk.join(',')}]`, settings, ...(req.corpus ? { corpus: req.corpus } : {}) });
+      const results = await visualizer.visualize({ select: `[:, :, ${chunk.join(',')}]`, settings, ...(req.reference ? { reference: req.reference } : {}) });
       results.forEach((r, k) => {
         if (r.select !== featureSelect(chunk[k]!)) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${featureSelect(chunk[k]!)}`);
       });

@@ -2,15 +2,18 @@
  * `atlas scan`: scan a corpus for a model's features (features/scan.ts) and store the result in an atlas, resumable
  * per chunk of features like `atlas build`.
  */
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { ModelRunner } from '../engine/runner.js';
 import { UserError } from '../errors.js';
 import { cutWindows, readCorpus, tokenizeStories } from '../features/corpus.js';
+import { quantileGrid, referenceDistributions } from '../features/calibrate.js';
 import { DEFAULT_SCAN, scanCorpus, type ScanProgress } from '../features/scan.js';
+import { expandSelection } from '../features/selection.js';
+import { DEFAULT_SETTINGS, layout, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
-import { sha256Hex } from './canonical.js';
 import { modelHash, modelName } from './hash.js';
-import { finishedScanFeatures, insertScanFeatures, upsertScan } from './scans.js';
+import { finishedScanFeatures, insertScanFeatures, upsertScan, type StoredCalibration } from './scans.js';
 import type { Atlas } from './store.js';
 
 export interface ScanRequest {
@@ -27,6 +30,10 @@ export interface ScanRequest {
   batch?: number;
   topk?: number;
   binExamples?: number;
+  /** Also store, per feature, the quantile grid of the `[:, :, f]` statistic for visualize runs of this many tokens. */
+  calibrateTokens?: number | null;
+  /** Those runs have BOS in front (visualize --bos). */
+  calibrateBos?: boolean;
   onProgress?: (p: ScanProgress) => void;
   onHash?: (file: string, bytes: number) => void;
 }
@@ -47,6 +54,11 @@ export interface ScanSummary {
 /** Whether a model is trained with BOS in front of every sequence: Llama-family SentencePiece models are. */
 export function expectsBos(runner: ModelRunner): boolean {
   return runner.config.arch === 'llama' && (runner.model.tokenizer?.bosId ?? null) !== null;
+}
+
+/** A direction's identity in scan settings: the SHA-256 of its float32 bytes. */
+export function directionHash(d: Float32Array): string {
+  return createHash('sha256').update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)).digest('hex');
 }
 
 export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
@@ -77,9 +89,11 @@ export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
     window: req.window,
     max_tokens: req.maxTokens,
     bos: req.bos,
-    direction: req.direction ? sha256Hex(Buffer.from(req.direction.buffer, req.direction.byteOffset, req.direction.byteLength).toString('hex')) : null,
+    direction: req.direction ? directionHash(req.direction) : null,
     topk,
     bin_examples: binExamples,
+    calibrate_tokens: req.calibrateTokens ?? null,
+    calibrate_bos: req.calibrateTokens ? req.calibrateBos === true : null,
   });
   const key = { model_hash: hash, blocks: req.blocks, hook: req.hook, corpus_hash: corpus.hash, settings_hash: settingsHash };
   const scanId = upsertScan(atlas, key, { corpus_name: path.basename(corpus.file), windows: windows.length, tokens });
@@ -87,12 +101,13 @@ export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
   const pending = req.features.filter((f) => !done.has(f));
   let inserted = 0;
   if (pending.length) {
+    const calibration = req.calibrateTokens ? await calibrationGrids(req, pending) : undefined;
     await scanCorpus(
       runner,
       tokenizer,
       windows,
       { blocks: req.blocks, hook: req.hook, features: pending, direction: req.direction ?? null, batch: req.batch ?? DEFAULT_SCAN.batch, topk, binExamples },
-      (chunk) => (inserted += insertScanFeatures(atlas, scanId, chunk)),
+      (chunk) => (inserted += insertScanFeatures(atlas, scanId, chunk, calibration)),
       req.onProgress,
     );
   }
@@ -108,4 +123,23 @@ export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
     inserted,
     elapsed_ms: Math.round(performance.now() - t0),
   };
+}
+
+/** Quantile grids of the `[:, :, f]` statistic (calibrate.ts) for the pending features, in one corpus pass. */
+async function calibrationGrids(req: ScanRequest, features: number[]): Promise<Map<number, StoredCalibration>> {
+  const T = req.calibrateTokens!;
+  const s: VisualizeSettings = {
+    ...DEFAULT_SETTINGS,
+    blocks: req.blocks,
+    hook: req.hook,
+    tokens: T,
+    bos: req.calibrateBos === true,
+    objective: { ...DEFAULT_SETTINGS.objective, ...(req.direction ? { direction: req.direction } : {}) },
+  };
+  const tokenizer = req.runner.model.tokenizer;
+  const lay = layout(s, tokenizer?.bosId ?? null);
+  const F = hookWidth(req.runner.config, req.hook);
+  const runs = features.map((f) => expandSelection(`[:, :, ${f}]`, lay.T, F)[0]!);
+  const ref = await referenceDistributions(req.runner, tokenizer, runs, s, lay, { file: req.corpus });
+  return new Map(features.map((f, i) => [f, { grid: quantileGrid(ref.sorted[i]!), windows: ref.info.windows }]));
 }

@@ -62,10 +62,20 @@ export function finishedScanFeatures(atlas: Atlas, scanId: number): Set<number> 
   return new Set(atlas.db.prepare('SELECT feature FROM scan_features WHERE scan_id = ?').pluck().all(scanId) as number[]);
 }
 
-/** One chunk of features in one transaction; a feature already stored is kept as it is. Returns how many were new. */
-export function insertScanFeatures(atlas: Atlas, scanId: number, features: FeatureScan[]): number {
+/** A feature's stored calibration grid (calibrate.ts), if the scan made one. */
+export interface StoredCalibration {
+  grid: Float64Array;
+  windows: number;
+}
+
+/**
+ * One chunk of features in one transaction, with their calibration grids when given; a feature already stored is
+ * kept as it is. Returns how many were new.
+ */
+export function insertScanFeatures(atlas: Atlas, scanId: number, features: FeatureScan[], calibration?: Map<number, StoredCalibration>): number {
   const insert = atlas.db.prepare(
-    'INSERT INTO scan_features (scan_id, feature, stats_json, examples_json, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+    `INSERT INTO scan_features (scan_id, feature, stats_json, examples_json, calibration, calibration_windows, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
   );
   const now = new Date().toISOString();
   return atlas.db.transaction(() => {
@@ -73,7 +83,9 @@ export function insertScanFeatures(atlas: Atlas, scanId: number, features: Featu
     for (const f of features) {
       const stats = JSON.stringify({ tokens: f.tokens, position0: f.position0 });
       const examples = JSON.stringify({ top: f.top, top_position0: f.top_position0, bins: f.bins });
-      n += insert.run(scanId, f.feature, stats, examples, now).changes;
+      const c = calibration?.get(f.feature);
+      const blob = c ? Buffer.from(c.grid.buffer, c.grid.byteOffset, c.grid.byteLength) : null;
+      n += insert.run(scanId, f.feature, stats, examples, blob, c?.windows ?? null, now).changes;
     }
     return n;
   }).immediate();
@@ -130,4 +142,17 @@ export function* scanFeatures(atlas: Atlas, scanId: number): IterableIterator<Fe
   for (const row of stmt.iterate(scanId) as IterableIterator<{ feature: number; stats_json: string; examples_json: string }>) {
     yield { feature: row.feature, ...JSON.parse(row.stats_json), ...JSON.parse(row.examples_json) } as FeatureScan;
   }
+}
+
+/** The calibration grid stored for one feature of a scan; null when the scan has none for it. */
+export function scanCalibration(atlas: Atlas, scanId: number, feature: number): StoredCalibration | null {
+  const row = atlas.db.prepare('SELECT calibration, calibration_windows FROM scan_features WHERE scan_id = ? AND feature = ?').get(scanId, feature) as
+    | { calibration: Buffer | null; calibration_windows: number | null }
+    | undefined;
+  if (!row?.calibration) return null;
+  const b = row.calibration;
+  // Copy into an aligned buffer: a Buffer from SQLite may start at any byte offset.
+  const grid = new Float64Array(b.byteLength / 8);
+  new Uint8Array(grid.buffer).set(b);
+  return { grid, windows: row.calibration_windows ?? 0 };
 }

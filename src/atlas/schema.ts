@@ -8,7 +8,8 @@
  *      settings move to their own table keyed by the SHA-256 of their canonical JSON; records gain `feature`,
  *      activation and timing columns and the paging index (model, blocks, hook, settings, feature).
  *   3  corpus scans: `scans` (one per model, blocks, hook, corpus and scan settings) and `scan_features` (one row
- *      per scanned feature: its per-token distribution and examples as JSON). Records are unchanged.
+ *      per scanned feature: its per-token distribution and examples as JSON, and optionally the quantile grid of
+ *      a visualize run's statistic for calibration). Records are unchanged.
  */
 import type Database from 'better-sqlite3';
 import { canonicalJson, sha256Hex } from './canonical.js';
@@ -104,6 +105,8 @@ CREATE TABLE scan_features (
   feature INTEGER NOT NULL,
   stats_json TEXT NOT NULL,       -- {tokens, position0}: DistributionSummary each
   examples_json TEXT NOT NULL,    -- {top, top_position0, bins}
+  calibration BLOB,               -- with --calibrate-tokens: the [:, :, f] statistic's quantile grid, float64 LE (calibrate.ts)
+  calibration_windows INTEGER,    -- real windows behind that grid
   created_at TEXT NOT NULL,
   PRIMARY KEY (scan_id, feature)
 );

@@ -14,8 +14,11 @@ export const scanCommand: Command = {
   summary: 'scan a corpus: per-token activation distributions and top / quantile-bin examples per feature (resumable)',
   usage:
     'llm-features atlas scan --model PATH --db FILE --blocks A-B --features SPEC --corpus FILE [--hook resid|mlp|attn]\n' +
-    '  [--direction FILE] [--window N] [--max-tokens N] [--no-bos] [--batch N] [--topk K] [--bin-examples N] [--json]\n' +
+    '  [--direction FILE] [--window N] [--max-tokens N] [--no-bos] [--batch N] [--topk K] [--bin-examples N]\n' +
+    '  [--calibrate-tokens N [--calibrate-bos]] [--json]\n' +
     '  --corpus: plain text with stories separated by <|endoftext|> lines, or .jsonl with a "text" field per line.\n' +
+    '  --calibrate-tokens N: also store each feature\'s reference distribution for visualize runs [:, :, f] of N tokens\n' +
+    '  (with --bos when --calibrate-bos), read by visualize --scan-db.\n' +
     '  Run the same command again to resume: features already stored are skipped.',
   flags: {
     ...MODEL_FLAGS,
@@ -31,6 +34,8 @@ export const scanCommand: Command = {
     batch: 'int',
     topk: 'int',
     'bin-examples': 'int',
+    'calibrate-tokens': 'int',
+    'calibrate-bos': 'bool',
     json: 'bool',
   },
   async run(flags) {
@@ -48,6 +53,8 @@ export const scanCommand: Command = {
     const topk = optNumber(flags, 'topk', DEFAULT_SCAN.topk, { min: 0, max: 1000 });
     const binExamples = optNumber(flags, 'bin-examples', DEFAULT_SCAN.binExamples, { min: 0, max: 1000 });
     const direction = directionFile ? readDirection(directionFile) : null;
+    const calibrateTokens = flags['calibrate-tokens'] === undefined ? null : optNumber(flags, 'calibrate-tokens', 0, { min: 1, max: 4096 });
+    if (flags['calibrate-bos'] && calibrateTokens === null) throw new UserError('--calibrate-bos: only with --calibrate-tokens N');
     const runner = openRunner(flags);
     try {
       const atlas = Atlas.open(dbPath);
@@ -68,6 +75,8 @@ export const scanCommand: Command = {
           batch,
           topk,
           binExamples,
+          calibrateTokens,
+          calibrateBos: flags['calibrate-bos'] === true,
           onProgress: (p) => {
             const line = `scan: chunk ${p.chunk}/${p.chunks}, ${p.windows}/${p.totalWindows} windows`;
             if (tty) process.stderr.write(`\r${line}\x1b[K${p.windows === p.totalWindows && p.chunk === p.chunks ? '\n' : ''}`);

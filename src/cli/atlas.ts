@@ -7,7 +7,7 @@ import { oneOf, parseHook, SETTINGS_FLAGS, settingsFromFlags } from './settings.
 import { Atlas } from '../atlas/store.js';
 import { hookWidth } from '../models/config.js';
 import { optString, requireString } from './args.js';
-import { MODEL_FLAGS, openRunner } from './common.js';
+import { MODEL_FLAGS, openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { scanCommand } from './atlas-scan.js';
 
@@ -43,10 +43,10 @@ const buildCommand: Command = {
     'llm-features atlas build --model PATH --db FILE --blocks LIST --features SPEC [--hook resid|mlp|attn]\n' +
     '  [visualize settings: --tokens N --steps N --lr X --lr-end X --optimizer sgd|adam --objective l1|sum|max --C X --topk K\n' +
     '   --decode pinv|nearest-cosine|nearest-l2 --init randn|random-tokens|tokens:TEXT --prefix TEXT --suffix TEXT --bos --seed S\n' +
-    '   --random-draws N] [--batch N] [--corpus FILE] [--json]\n' +
+    '   --random-draws N] [--batch N] [--corpus FILE | --scan-db FILE] [--json]\n' +
     '  --blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.\n' +
     '  Run the same command again to resume: finished records are skipped.',
-  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', corpus: 'string', ...SETTINGS_FLAGS, json: 'bool' },
+  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', corpus: 'string', 'scan-db': 'string', ...SETTINGS_FLAGS, json: 'bool' },
   async run(flags) {
     const dbPath = requireString(flags, 'db');
     const blocks = parseBlockList(requireString(flags, 'blocks'));
@@ -58,6 +58,7 @@ const buildCommand: Command = {
       const features = parseFeatures(featureSpec, hookWidth(runner.config, hook));
       for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = settingsFromFlags(flags, runner.model, blocks[0]!, hook);
+      const reference = referenceFromFlags(flags, runner, dbPath);
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
       try {
@@ -70,7 +71,7 @@ const buildCommand: Command = {
           settings,
           onProgress: progress.update,
           onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
-          ...(optString(flags, 'corpus') ? { corpus: { file: optString(flags, 'corpus')! } } : {}),
+          ...(reference ? { reference } : {}),
         });
         progress.end();
         if (flags.json) printJson({ db: dbPath, ...summary });

@@ -1,4 +1,8 @@
+import path from 'node:path';
+import { scanReference } from '../atlas/scan-reference.js';
+import { Atlas } from '../atlas/store.js';
 import { UserError } from '../errors.js';
+import { corpusReference, type ReferenceProvider } from '../features/calibrate.js';
 import { ModelRunner } from '../engine/runner.js';
 import { loadModel, type LoadedModel } from '../models/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
@@ -31,4 +35,21 @@ export function inputIds(flags: ParsedFlags, model: LoadedModel): number[] {
   const out = ids !== undefined ? parseIds(ids) : requireTokenizer(model).encode(text!, { bos: flags['bos'] === true });
   if (out.length === 0) throw new UserError('--text: encodes to no tokens');
   return out;
+}
+
+/**
+ * `--corpus FILE` (reference distributions computed now) or `--scan-db FILE` (read from an atlas scan's stored
+ * calibration), at most one; undefined without either. `ownDb` is the atlas a command already writes (atlas build),
+ * which --scan-db may name too.
+ */
+export function referenceFromFlags(flags: ParsedFlags, runner: ModelRunner, ownDb?: string): ReferenceProvider | undefined {
+  const corpus = optString(flags, 'corpus');
+  const scanDb = optString(flags, 'scan-db');
+  if (corpus !== undefined && scanDb !== undefined) throw new UserError('--corpus/--scan-db: give at most one of them');
+  if (corpus !== undefined) return corpusReference(runner, runner.model.tokenizer, { file: corpus });
+  if (scanDb !== undefined) {
+    if (ownDb !== undefined && path.resolve(ownDb) === path.resolve(scanDb)) return scanReference(() => Atlas.open(scanDb), runner);
+    return scanReference(() => Atlas.open(scanDb, { readonly: true }), runner);
+  }
+  return undefined;
 }

@@ -1,8 +1,8 @@
 import { formatPercentile } from '../features/calibrate.js';
 import { decoderFor } from '../features/embeddings.js';
 import { Visualizer, type RunResult } from '../features/visualize.js';
-import { optString, parseBlockRange, requireString } from './args.js';
-import { MODEL_FLAGS, openRunner } from './common.js';
+import { parseBlockRange, requireString } from './args.js';
+import { MODEL_FLAGS, openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { parseHook, REFINE_USAGE, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
 
@@ -13,9 +13,9 @@ export const visualizeCommand: Command = {
     'llm-features visualize --model PATH --blocks A-B --select "[:, :, F]" [--hook resid|mlp|attn] [--tokens N] [--steps N]\n' +
     '  [--lr X] [--lr-end X] [--optimizer sgd|adam] [--objective l1|sum|max] [--C X] [--direction FILE] [--topk K]\n' +
     '  [--decode pinv|nearest-cosine|nearest-l2] [--init randn|random-tokens|tokens:TEXT] [--prefix TEXT] [--suffix TEXT]\n' +
-    '  [--bos] [--seed S] [--batch N] [--random-draws N] [--baseline skip-connection|exhaustive] [--corpus FILE] [--json]\n' +
+    '  [--bos] [--seed S] [--batch N] [--random-draws N] [--baseline skip-connection|exhaustive] [--corpus FILE | --scan-db FILE] [--json]\n' +
     REFINE_USAGE,
-  flags: { ...MODEL_FLAGS, blocks: 'string', select: 'string', hook: 'string', direction: 'string', corpus: 'string', ...SETTINGS_FLAGS, json: 'bool' },
+  flags: { ...MODEL_FLAGS, blocks: 'string', select: 'string', hook: 'string', direction: 'string', corpus: 'string', 'scan-db': 'string', ...SETTINGS_FLAGS, json: 'bool' },
   async run(flags) {
     const blocks = parseBlockRange(requireString(flags, 'blocks'));
     const select = requireString(flags, 'select');
@@ -27,8 +27,8 @@ export const visualizeCommand: Command = {
     const progress = process.stderr.isTTY
       ? (done: number, total: number) => process.stderr.write(`\r${bar(done, total)} ${done}/${total} runs${done === total ? '\n' : ''}`)
       : undefined;
-    const corpus = optString(flags, 'corpus');
-    const runs = await visualizer.visualize({ select, settings, onProgress: progress, ...(corpus ? { corpus: { file: corpus } } : {}) });
+    const reference = referenceFromFlags(flags, runner);
+    const runs = await visualizer.visualize({ select, settings, onProgress: progress, ...(reference ? { reference } : {}) });
     await runner.close();
     if (flags.json) {
       printJson({ model: { path: runner.model.path, format: runner.model.format, architecture: runner.config.arch }, runs });

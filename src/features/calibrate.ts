@@ -14,12 +14,14 @@ import { hookWidth } from '../models/config.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { readCorpus, slidingStarts, tokenizeStories } from './corpus.js';
 import { objectiveWeights } from './objective.js';
-import { percentileRank, quantileSorted, sortedCopy } from './quantiles.js';
+import { lowerBound, percentileRank, quantileSorted, sortedCopy } from './quantiles.js';
 import type { SelectionRun } from './selection.js';
 import type { Layout, RunResult, VisualizeSettings } from './visualize.js';
 
 /** Where a run's reference distribution came from and what it looks like. */
 export interface CalibrationInfo {
+  /** `corpus`: computed now from --corpus; `scan`: read from an atlas scan's stored grid (--scan-db). */
+  source: 'corpus' | 'scan';
   corpus: string;
   corpus_hash: string;
   /** Real windows in the distribution. */
@@ -58,7 +60,7 @@ export async function referenceDistributions(
   s: VisualizeSettings,
   lay: Layout,
   source: CorpusSource,
-): Promise<{ info: Omit<CalibrationInfo, 'p50' | 'p90' | 'p99' | 'max'>; sorted: Float64Array[] }> {
+): Promise<{ info: BaseInfo; sorted: Float64Array[] }> {
   if (!tokenizer) throw new UserError(`--corpus: ${runner.model.path} has no tokenizer (give --tokenizer PATH)`);
   const corpus = readCorpus(source.file);
   // Stories without BOS: BOS, when asked for, is part of the run's fixed context.
@@ -104,21 +106,76 @@ export async function referenceDistributions(
     });
   }
   return {
-    info: { corpus: corpus.file, corpus_hash: corpus.hash, windows: starts.length },
+    info: { source: 'corpus', corpus: corpus.file, corpus_hash: corpus.hash, windows: starts.length },
     sorted: values.map((v) => sortedCopy(v)),
   };
 }
 
-/** Attach `percentile` and `calibration` to a run from its sorted reference values. */
-export function applyPercentiles(r: RunResult, sorted: Float64Array, info: Omit<CalibrationInfo, 'p50' | 'p90' | 'p99' | 'max'>): void {
-  const p = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? null : percentileRank(sorted, x));
-  r.calibration = {
-    ...info,
-    p50: quantileSorted(sorted, 0.5),
-    p90: quantileSorted(sorted, 0.9),
-    p99: quantileSorted(sorted, 0.99),
-    max: sorted[sorted.length - 1]!,
+type BaseInfo = Omit<CalibrationInfo, 'p50' | 'p90' | 'p99' | 'max'>;
+
+/** One run's reference distribution: its summary and the percentile rank of a value in it. */
+export interface Reference {
+  info: CalibrationInfo;
+  rank: (value: number) => number;
+}
+
+/** Reference distributions for a request's runs (one per run, in order). */
+export type ReferenceProvider = (runs: SelectionRun[], s: VisualizeSettings, lay: Layout) => Promise<Reference[]>;
+
+/** A reference from every real value, exact (mid-rank). */
+export function sortedReference(sorted: Float64Array, base: BaseInfo): Reference {
+  return {
+    info: { ...base, p50: quantileSorted(sorted, 0.5), p90: quantileSorted(sorted, 0.9), p99: quantileSorted(sorted, 0.99), max: sorted[sorted.length - 1]! },
+    rank: (v) => percentileRank(sorted, v),
   };
+}
+
+/** The reference computed on the fly from a corpus (`visualize --corpus`). */
+export function corpusReference(runner: ModelRunner, tokenizer: Tokenizer | null, source: CorpusSource): ReferenceProvider {
+  return async (runs, s, lay) => {
+    const ref = await referenceDistributions(runner, tokenizer, runs, s, lay, source);
+    return ref.sorted.map((sorted) => sortedReference(sorted, ref.info));
+  };
+}
+
+/**
+ * What an atlas scan stores instead of every value: the GRID + 1 linear quantiles at 0, 1/GRID, …, 1 (so 0.01 %
+ * steps; the last one is the maximum). A percentile read from the grid is exact at the grid points and linear in
+ * between: within 0.01 percentile points (plus 100/n for the rank convention) of the exact mid-rank.
+ */
+export const GRID = 10_000;
+
+export function quantileGrid(sorted: Float64Array): Float64Array {
+  return Float64Array.from({ length: GRID + 1 }, (_, i) => quantileSorted(sorted, i / GRID));
+}
+
+/** Percentile (0–100) of a value from a quantile grid; a value equal to a run of grid points takes its middle. */
+export function percentileFromGrid(grid: ArrayLike<number>, v: number): number {
+  const n = grid.length - 1;
+  if (!Number.isFinite(v) || n < 1) return NaN;
+  if (v > grid[n]!) return 100;
+  if (v < grid[0]!) return 0;
+  const lo = lowerBound(grid, v);
+  let hi = lo;
+  while (hi <= n && grid[hi] === v) hi++;
+  if (hi > lo) return (100 * ((lo + hi - 1) / 2)) / n;
+  const a = grid[lo - 1]!;
+  const b = grid[lo]!;
+  return (100 * (lo - 1 + (v - a) / (b - a))) / n;
+}
+
+export function gridReference(grid: ArrayLike<number>, base: BaseInfo): Reference {
+  const n = grid.length - 1;
+  return {
+    info: { ...base, p50: grid[Math.round(n * 0.5)]!, p90: grid[Math.round(n * 0.9)]!, p99: grid[Math.round(n * 0.99)]!, max: grid[n]! },
+    rank: (v) => percentileFromGrid(grid, v),
+  };
+}
+
+/** Attach `percentile` and `calibration` to a run from its reference distribution. */
+export function applyPercentiles(r: RunResult, ref: Reference): void {
+  const p = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? null : ref.rank(x));
+  r.calibration = ref.info;
   r.percentile = {
     continuous: p(r.activation.continuous),
     decoded: p(r.activation.decoded),

@@ -18,7 +18,7 @@ import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './o
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
 import { allowedTokens, checkRefineSettings, refineActivation, refineRecord, type Refined, type RefineSettings } from './refine.js';
 import { expandSelection, type SelectionRun } from './selection.js';
-import { applyPercentiles, referenceDistributions, type CalibrationInfo, type CorpusSource, type Percentiles } from './calibrate.js';
+import { applyPercentiles, type CalibrationInfo, type Percentiles, type ReferenceProvider } from './calibrate.js';
 import { optimizedPositions } from './optimized.js';
 import { verdictOf, type Finding } from './verdict.js';
 import { tokenCells } from '../tokenizers/cells.js';
@@ -106,7 +106,7 @@ export interface RunResult {
   loss: [number, number][];
   status: 'ok' | 'failed';
   error?: string;
-  /** Every activation as a percentile of real text (calibrate.ts); null without a corpus. */
+  /** Every activation as a percentile of real text (calibrate.ts); null without a reference (--corpus / --scan-db). */
   percentile?: Percentiles | null;
   calibration?: CalibrationInfo | null;
   /** Findings with documented thresholds (verdict.ts); `status` only says the run completed. */
@@ -136,8 +136,8 @@ export interface VisualizeRequest {
   /** Optional warm start: initial embeddings [T × D] per run index (library use; NaNs here make a failing run). */
   initialEmbeddings?: (runIndex: number) => Float32Array | undefined;
   onProgress?: (done: number, total: number) => void;
-  /** Real text to calibrate every activation against (calibrate.ts). */
-  corpus?: CorpusSource;
+  /** Reference distributions of real text to calibrate every activation against (calibrate.ts: --corpus, --scan-db). */
+  reference?: ReferenceProvider;
 }
 
 /** Token ids eligible as random or decoded "real" tokens: not byte-fallback, not control tokens. */
@@ -222,9 +222,9 @@ export class Visualizer {
       req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
     }
     if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
-    if (req.corpus) {
-      const ref = await referenceDistributions(this.runner, this.tokenizer, runs, s, lay, req.corpus);
-      results.forEach((r, i) => applyPercentiles(r, ref.sorted[i]!, ref.info));
+    if (req.reference) {
+      const refs = await req.reference(runs, s, lay);
+      results.forEach((r, i) => applyPercentiles(r, refs[i]!));
     }
     for (const r of results) {
       r.percentile ??= null;
