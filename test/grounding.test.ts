@@ -9,7 +9,8 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import Ajv from 'ajv';
 import Database from 'better-sqlite3';
-import { exportJson } from '../src/atlas/export.js';
+import { buildAtlas } from '../src/atlas/build.js';
+import { CSV_COLUMNS, csvRow, exportCsv, exportJson } from '../src/atlas/export.js';
 import { buildScan } from '../src/atlas/scan-build.js';
 import { listScans, scanFeatures } from '../src/atlas/scans.js';
 import { SCHEMA_V2_TABLES, SCHEMA_VERSION } from '../src/atlas/schema.js';
@@ -373,4 +374,32 @@ test('visualize --scan-db reads the calibration an atlas scan stored (--calibrat
   const both = cli([...common, '--scan-db', db, '--corpus', corpusFile]);
   assert.equal(both.code, 2);
   assert.match(both.stderr, /--corpus\/--scan-db: give at most one of them/);
+});
+
+test('atlas build with a reference stores percentiles and verdicts in every record; CSV exports them', async () => {
+  const file = path.join(dir, 'build.db');
+  const atlas = Atlas.open(file);
+  await buildAtlas({
+    atlas,
+    runner,
+    blocks: [[1, 1]],
+    hook: 'resid',
+    features: [0, 1],
+    settings: { ...DEFAULT_SETTINGS, steps: 10, batch: 2, randomDraws: 1, tokens: 3 },
+    reference: corpusReference(runner, tok, { file: corpusFile }),
+  });
+  const records = [...atlas.records()];
+  assert.equal(records.length, 2);
+  for (const r of records) {
+    assert.equal(typeof r.percentile!.decoded, 'number');
+    assert.ok(Array.isArray(r.verdict) && !r.verdict.some((f) => f.code === 'uncalibrated'));
+  }
+  let csv = '';
+  exportCsv(atlas, {}, (s) => void (csv += s));
+  atlas.close();
+  assert.ok(csv.split('\n')[0]!.split(',').includes('pct_decoded'));
+  const row = csvRow(records[0]!);
+  assert.equal(row[CSV_COLUMNS.indexOf('pct_decoded')], records[0]!.percentile!.decoded);
+  assert.equal(row[CSV_COLUMNS.indexOf('verdict')], records[0]!.verdict!.map((f) => f.code).join(' '));
+  assert.ok(csv.includes(String(records[0]!.percentile!.decoded)));
 });
