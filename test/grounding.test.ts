@@ -218,6 +218,12 @@ test('the reference distribution is the run statistic on every stride-1 stretch 
   assert.ok(Math.abs(r.percentile!.decoded! - 50) <= 100 / want.length + 1e-9);
   assert.equal(r.calibration!.max, want[want.length - 1]);
   assert.equal(r.calibration!.source, 'corpus');
+  assert.equal(r.calibration!.sample_every, 1);
+  // Over the memory bound, every k-th window is kept (and said so).
+  const small = await referenceDistributions(runner, tok, runs, s, lay, { file: corpusFile, maxValues: 10 });
+  const k = Math.ceil(starts.length / 10);
+  assert.equal(small.info.sample_every, k);
+  assert.equal(small.info.windows, Math.ceil(starts.length / k));
   // The stored grid (atlas scans) reads percentiles within 0.01 points + 100/n of the exact mid-rank.
   const grid = quantileGrid(ref.sorted[0]!);
   for (const v of [...want.filter((_, i) => i % 7 === 0), want[0]! - 1, want[want.length - 1]! + 1, (want[3]! + want[4]!) / 2]) {
@@ -324,6 +330,9 @@ test('CLI: atlas scan and visualize --corpus; generate --samples writes a corpus
   const scan = cli(['atlas', 'scan', '--model', m, '--db', db, '--blocks', '1', '--features', '0-3', '--corpus', corpusFile, '--window', '16', '--json']);
   assert.equal(scan.code, 0, scan.stderr);
   assert.equal(JSON.parse(scan.stdout).inserted, 4);
+  const ls = cli(['atlas', 'ls', '--db', db]);
+  assert.equal(ls.code, 0, ls.stderr);
+  assert.match(ls.stdout, /scan 1 {2}stories260K\.bin blocks 1-1 resid: 4 features over tiny\.txt \(\d+ windows of ≤ 16 tokens, \d+ tokens\)/);
   const bad = cli(['atlas', 'scan', '--model', m, '--db', db, '--blocks', '1', '--features', '64', '--corpus', corpusFile]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr.trim(), /^llm-features: --features: feature 64 is outside the resid hook's features 0-63$/);

@@ -10,6 +10,7 @@ import { optString, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { scanCommand } from './atlas-scan.js';
+import { listScans } from '../atlas/scans.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -166,7 +167,7 @@ const exportCommand: Command = {
 
 const lsCommand: Command = {
   name: 'ls',
-  summary: 'list what an atlas holds: models and record groups',
+  summary: 'list what an atlas holds: models, record groups and corpus scans',
   usage: 'llm-features atlas ls --db FILE [--json]',
   flags: { db: 'string', json: 'bool' },
   async run(flags) {
@@ -176,8 +177,9 @@ const lsCommand: Command = {
       const models = atlas.models();
       const groups = atlas.groups();
       const total = groups.reduce((n, g) => n + g.records, 0);
+      const scans = listScans(atlas);
       if (flags.json) {
-        printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups });
+        printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups, scans });
         return;
       }
       const lines = [`${dbPath}: atlas schema v${atlas.schemaVersion}, ${total} records, ${models.length} model${models.length === 1 ? '' : 's'}`];
@@ -200,6 +202,13 @@ const lsCommand: Command = {
         const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
         const fmt = (row: string[]) => '  ' + row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
         lines.push('', fmt(head), ...rows.map(fmt));
+      }
+      for (const s of scans) {
+        const calib = s.settings.calibrate_tokens ? `, calibration for ${s.settings.calibrate_tokens} tokens${s.settings.calibrate_bos ? ' with BOS' : ''}` : '';
+        lines.push(
+          `  scan ${s.id}  ${s.model_name} blocks ${s.blocks[0]}-${s.blocks[1]} ${s.hook}${s.settings.direction ? ' (direction)' : ''}: ${s.features} features over ${s.corpus_name} ` +
+            `(${s.windows} windows of ≤ ${s.settings.window} tokens, ${s.tokens} tokens${calib})`,
+        );
       }
       process.stdout.write(lines.join('\n') + '\n');
     } finally {

@@ -26,6 +26,8 @@ export interface CalibrationInfo {
   corpus_hash: string;
   /** Real windows in the distribution. */
   windows: number;
+  /** 1, or k when only every k-th window was kept to bound memory (MAX_REFERENCE_VALUES). */
+  sample_every?: number;
   p50: number;
   p90: number;
   p99: number;
@@ -45,11 +47,16 @@ export interface Percentiles {
   exhaustive_context: number[] | null;
 }
 
+/** At most this many reference values (float64) are held for one request, all runs together: 512 MiB. */
+export const MAX_REFERENCE_VALUES = 1 << 26;
+
 export interface CorpusSource {
   file: string;
   /** Cap on windows (the first ones in corpus order); default every window. */
   maxWindows?: number;
   batch?: number;
+  /** Memory bound in values (default MAX_REFERENCE_VALUES; tests lower it). */
+  maxValues?: number;
 }
 
 /** Sorted reference values per run: the statistic on every real window of the run's shape. */
@@ -69,6 +76,10 @@ export async function referenceDistributions(
   let starts = slidingStarts(stories, N);
   if (source.maxWindows !== undefined) starts = starts.slice(0, source.maxWindows);
   if (starts.length === 0) throw new UserError(`--corpus: ${corpus.file} has no stretch of ${N} tokens within one story`);
+  // A huge corpus with many runs would need runs × windows values: keep every k-th window instead (still stride-1
+  // windows, evenly spread over the corpus) and say so in `sample_every`.
+  const every = Math.max(1, Math.ceil((starts.length * Math.max(1, runs.length)) / (source.maxValues ?? MAX_REFERENCE_VALUES)));
+  if (every > 1) starts = starts.filter((_, i) => i % every === 0);
   const F = hookWidth(runner.config, s.hook);
   const T = lay.T;
   // Each run's statistic as a sparse dot product over its report weights.
@@ -106,7 +117,7 @@ export async function referenceDistributions(
     });
   }
   return {
-    info: { source: 'corpus', corpus: corpus.file, corpus_hash: corpus.hash, windows: starts.length },
+    info: { source: 'corpus', corpus: corpus.file, corpus_hash: corpus.hash, windows: starts.length, sample_every: every },
     sorted: values.map((v) => sortedCopy(v)),
   };
 }

@@ -16,7 +16,7 @@ import type { Tokenizer } from '../tokenizers/types.js';
 
 export const DEFAULT_SEPARATOR = '<|endoftext|>';
 /** A corpus larger than this is refused before it is read (the whole file is held in memory). */
-export const MAX_CORPUS_BYTES = 1 << 30;
+export const MAX_CORPUS_BYTES = 256 * 2 ** 20;
 
 export interface Corpus {
   file: string;
