@@ -260,8 +260,10 @@ export class Visualizer {
     const scores = await exhaustiveScores(this.runner, runs, { blocks: s.blocks, hook: s.hook, layout: lay, objective: s.objective, seed: s.seed, contextIds: this.normalIds });
     const ms = round((performance.now() - t0) / Math.max(1, runs.length));
     results.forEach((r, i) => {
-      const decoded = r.status === 'ok' ? lay.free.map((t) => r.ids[t]!) : [];
-      r.exhaustive = summarizeExhaustive(scores[i]!, s.topk, this.tokenizer, decoded, lay.free);
+      // Only optimised positions are ranked: the others keep their random start and are no decode.
+      const positions = r.optimized ?? lay.free;
+      const decoded = r.status === 'ok' ? positions.map((t) => r.ids[t]!) : [];
+      r.exhaustive = summarizeExhaustive(scores[i]!, s.topk, this.tokenizer, decoded, positions);
       r.timings.exhaustive_ms = ms;
     });
   }
