@@ -207,7 +207,7 @@ test('a version-1 atlas is migrated on open: every record kept, settings folded 
 
   // A read-only open migrates (briefly writable), then reads.
   const atlas = Atlas.open(file, { readonly: true });
-  assert.equal(atlas.schemaVersion, 2);
+  assert.equal(atlas.schemaVersion, SCHEMA_VERSION);
   assert.equal(atlas.count(), 13);
   const records = [...atlas.records()];
   assert.deepEqual(records.map((r) => r.id), v1Rows.map((r) => r.id));
@@ -239,7 +239,7 @@ test('a version-1 atlas is migrated on open: every record kept, settings folded 
   again.close();
   assert.equal(hashFile(fixture), before);
   const listing = await runSub('ls', ['--db', file]);
-  assert.match(listing, /schema v2, 13 records, 2 models/);
+  assert.match(listing, /schema v3, 13 records, 2 models/);
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -115,7 +115,9 @@ test('visualize --baseline exhaustive: every run ranks its decoded tokens among 
     assert.equal(e.vocab, 512);
     assert.equal(e.select, run.select);
     assert.equal(run.settings.baseline, 'exhaustive');
-    assert.deepEqual(e.ranked.map((x: { id: number }) => x.id), run.free.map((t: number) => run.ids[t]));
+    // Only optimised positions are ranked ([:, 1, 3]: positions 0 and 1; the rest get no gradient).
+    assert.deepEqual(e.ranked.map((x: { id: number }) => x.id), run.optimized.map((t: number) => run.ids[t]));
+    assert.deepEqual(run.optimized, run.select === '[:, 1, 3]' ? [0, 1] : run.free);
     for (const x of e.ranked) {
       assert.ok(x.repeated_rank >= 1 && x.repeated_rank <= 512);
       assert.ok(x.repeated_activation <= e.repeated.best[0].activation);

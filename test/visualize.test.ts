@@ -91,10 +91,17 @@ test('visualize --json: same output for the same seed, valid against the schema'
   assert.equal(doc.runs[0].baseline.kind, 'skip-connection');
 });
 
-test('visualize text mode prints the selection, top-k rows and activations', () => {
+test('visualize text mode prints the selection and verdict, the activations, then the top-k rows token by token', () => {
   const r = cli(['visualize', '--model', modelPath('stories260K.bin'), '--blocks', '1-2', '--hook', 'mlp', '--select', '[:, 0:2, 5]', '--steps', '30', '--topk', '3']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^\[:, 0:2, 5\]  blocks 1-2  hook mlp  ok\n  top1: ".*"\n  top2: .*\n  top3: .*\n  cosine to decoded tokens: .*\n  activation: continuous -?[\d.]+  decoded -?[\d.]+  random -?[\d.]+/);
+  // Positions 2-4 come after the last selected one: no gradient, so they are shown bracketed, as context.
+  const cells = '[^·\\n]*·[^·\\n]*·\\[[^\\n]*\\]·\\[[^\\n]*\\]·\\[[^\\n]*\\]';
+  const want = new RegExp(
+    '^\\[:, 0:2, 5\\]  blocks 1-2  hook mlp  ok  — [^\\n]*no real-data percentile \\(give --corpus FILE\\)\\n' +
+      '  activation: decoded -?[\\d.]+  random -?[\\d.]+  continuous -?[\\d.]+\\n' +
+      `  top1: ${cells}\\n  top2: ${cells}\\n  top3: ${cells}\\n  \\(\\[x\\]: fixed context or no gradient[^\\n]*\\n  cosine to decoded tokens: `,
+  );
+  assert.match(r.stdout, want);
 });
 
 test('visualize bad input: selection syntax shows a caret; out-of-range feature; bad objective', () => {

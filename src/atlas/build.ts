@@ -5,6 +5,7 @@
  */
 import { paramError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
+import type { ReferenceProvider } from '../features/calibrate.js';
 import { decoderFor } from '../features/embeddings.js';
 import { settingsRecord } from '../features/settings.js';
 import { Visualizer, type VisualizeSettings } from '../features/visualize.js';
@@ -41,6 +42,8 @@ export interface BuildRequest {
   onProgress?: (p: BuildProgress) => void;
   /** Called before a checkpoint file is hashed (not when its hash is remembered). */
   onHash?: (file: string, bytes: number) => void;
+  /** Real-text reference distributions to calibrate every record's activations against (features/calibrate.ts). */
+  reference?: ReferenceProvider;
 }
 
 export interface BuildSummary {
@@ -104,7 +107,8 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
     for (let i = 0; i < pending.length; i += settings.batch) {
       const chunk = pending.slice(i, i + settings.batch);
       const want = chunk.map((f) => (f === null ? DIRECTION_SELECT : featureSelect(f)));
-      const results = await visualizer.visualize({ select: direction ? DIRECTION_SELECT : `[:, :, ${chunk.join(',')}]`, settings });
+      const select = direction ? DIRECTION_SELECT : `[:, :, ${chunk.join(',')}]`;
+      const results = await visualizer.visualize({ select, settings, ...(req.reference ? { reference: req.reference } : {}) });
       results.forEach((r, k) => {
         if (r.select !== want[k]) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${want[k]}`);
       });

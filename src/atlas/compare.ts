@@ -184,8 +184,9 @@ export function compareRecords(aRecords: Iterable<AtlasRecord>, bRecords: Iterab
       settings_hash: a.settings_hash,
       a: side(a),
       b: side(b),
-      top1_agreement: ok ? top1Agreement(a.topk, b.topk, a.free) : null,
-      jaccard: ok ? meanJaccard(a.topk, b.topk, a.free) : null,
+      // Only optimised positions count (records from before `optimized` existed: every free position).
+      top1_agreement: ok ? top1Agreement(a.topk, b.topk, a.optimized ?? a.free) : null,
+      jaccard: ok ? meanJaccard(a.topk, b.topk, a.optimized ?? a.free) : null,
     });
   }
   features.sort((p, q) => (p.feature ?? Infinity) - (q.feature ?? Infinity) || p.select.localeCompare(q.select) || p.settings_hash.localeCompare(q.settings_hash));

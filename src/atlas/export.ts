@@ -1,15 +1,28 @@
-/** `atlas export`: every record as JSON (`{"records": [...]}`, one record per line) or as one CSV row each. */
+/**
+ * `atlas export`: every record as JSON (`{"records": [...], "scans": [...]}`, one record or scan per line) or as one
+ * CSV row each (records only).
+ */
+import { listScans, scanFeatures } from './scans.js';
 import type { Atlas, AtlasRecord, RecordFilter } from './store.js';
 
 export type ExportFormat = 'json' | 'csv';
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['json', 'csv'];
 
-/** Writes `{"records": [` … `]}` record by record, so a large atlas never sits in memory as one string. */
+/**
+ * Writes `{"records": [` … `], "scans": [` … `]}` record by record and scan by scan, so a large atlas never sits in
+ * memory as one string. A scan carries its features' distributions and examples (features/scan.ts).
+ */
 export function exportJson(atlas: Atlas, filter: RecordFilter, write: (chunk: string) => void): number {
   let n = 0;
   write('{"records": [');
   for (const r of atlas.records(filter)) write((n++ ? ',\n' : '\n') + JSON.stringify(r));
-  write(n ? '\n]}\n' : ']}\n');
+  write(n ? '\n], "scans": [' : '], "scans": [');
+  let m = 0;
+  for (const scan of listScans(atlas, filter)) {
+    const { model_hash, model_name, ...rest } = scan;
+    write((m++ ? ',\n' : '\n') + JSON.stringify({ ...rest, model: { hash: model_hash, name: model_name }, features: [...scanFeatures(atlas, scan.id)] }));
+  }
+  write(m ? '\n]}\n' : ']}\n');
   return n;
 }
 
@@ -31,6 +44,10 @@ export const CSV_COLUMNS = [
   'act_continuous',
   'act_decoded',
   'act_random',
+  'pct_continuous',
+  'pct_decoded',
+  'pct_random',
+  'verdict',
   'objective_initial',
   'objective_final',
   'cosine_mean',
@@ -71,6 +88,11 @@ export function csvRow(r: AtlasRecord): unknown[] {
     act_continuous: r.activation.continuous,
     act_decoded: r.activation.decoded,
     act_random: r.activation.random,
+    // Percentiles of real text and verdict codes: empty for records built without --corpus / --scan-db.
+    pct_continuous: r.percentile?.continuous ?? null,
+    pct_decoded: r.percentile?.decoded ?? null,
+    pct_random: r.percentile?.random ?? null,
+    verdict: r.verdict ? r.verdict.map((f) => f.code).join(' ') : null,
     objective_initial: r.objective.initial,
     objective_final: r.objective.final,
     cosine_mean: mean(r.free.map((t) => r.cosine[t]!).filter((c) => c !== undefined)),

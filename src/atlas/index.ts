@@ -7,3 +7,6 @@ export { modelHash, hashFile, modelFiles } from './hash.js';
 export { canonicalJson, sha256Hex } from './canonical.js';
 export { parseFeatures, featureSelect } from './settings.js';
 export { SCHEMA_VERSION, SCHEMA_V1 } from './schema.js';
+export { buildScan, expectsBos, type ScanRequest, type ScanSummary } from './scan-build.js';
+export { listScans, scanFeatures, scanCalibration, type StoredScan } from './scans.js';
+export { scanReference } from './scan-reference.js';

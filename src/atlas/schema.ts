@@ -7,11 +7,14 @@
  *   2  models gain format/architecture/sizes; model_files remembers checkpoint hashes by path, size and mtime;
  *      settings move to their own table keyed by the SHA-256 of their canonical JSON; records gain `feature`,
  *      activation and timing columns and the paging index (model, blocks, hook, settings, feature).
+ *   3  corpus scans: `scans` (one per model, blocks, hook, corpus and scan settings) and `scan_features` (one row
+ *      per scanned feature: its per-token distribution and examples as JSON, and optionally the quantile grid of
+ *      a visualize run's statistic for calibration). Records are unchanged.
  */
 import type Database from 'better-sqlite3';
 import { canonicalJson, sha256Hex } from './canonical.js';
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 /** `meta.format`: marks a database as an llm-features atlas. */
 export const ATLAS_FORMAT = 'llm-features-atlas';
 
@@ -34,7 +37,7 @@ CREATE TABLE records (
 );
 `;
 
-const SCHEMA_V2_TABLES = `
+export const SCHEMA_V2_TABLES = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE models (
   hash TEXT PRIMARY KEY,          -- SHA-256 of the checkpoint's content (see hash.ts)
@@ -81,6 +84,34 @@ CREATE INDEX records_page ON records (model_hash, block_a, block_b, hook, settin
 CREATE INDEX records_feature ON records (feature);
 `;
 
+/** Added in version 3: corpus scans (features/scan.ts). */
+const SCHEMA_V3_SCANS = `
+CREATE TABLE scans (
+  id INTEGER PRIMARY KEY,
+  model_hash TEXT NOT NULL REFERENCES models(hash),
+  block_a INTEGER NOT NULL,
+  block_b INTEGER NOT NULL,
+  hook TEXT NOT NULL,
+  corpus_hash TEXT NOT NULL,      -- SHA-256 of the corpus file's bytes
+  corpus_name TEXT NOT NULL,      -- basename of the corpus file it was first scanned from
+  settings_hash TEXT NOT NULL REFERENCES settings(hash),  -- window, max_tokens, bos, direction (hash), topk, bins
+  windows INTEGER NOT NULL,
+  tokens INTEGER NOT NULL,        -- real tokens scanned (all positions)
+  created_at TEXT NOT NULL,
+  UNIQUE (model_hash, block_a, block_b, hook, corpus_hash, settings_hash)
+);
+CREATE TABLE scan_features (
+  scan_id INTEGER NOT NULL REFERENCES scans(id),
+  feature INTEGER NOT NULL,
+  stats_json TEXT NOT NULL,       -- {tokens, position0}: DistributionSummary each
+  examples_json TEXT NOT NULL,    -- {top, top_position0, bins}
+  calibration BLOB,               -- with --calibrate-tokens: the [:, :, f] statistic's quantile grid, float64 LE (calibrate.ts)
+  calibration_windows INTEGER,    -- real windows behind that grid
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (scan_id, feature)
+);
+`;
+
 /** The columns of a v2 record row, in insertion order. */
 export const RECORD_COLUMNS = [
   'model_hash',
@@ -123,6 +154,7 @@ export function inspectSchema(db: Database.Database): { kind: 'empty' } | { kind
 /** Create the current schema in an empty database (inside the caller's transaction). */
 export function createSchema(db: Database.Database): void {
   db.exec(SCHEMA_V2_TABLES);
+  db.exec(SCHEMA_V3_SCANS);
   const meta = db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
   meta.run('format', ATLAS_FORMAT);
   meta.run('created_at', new Date().toISOString());
@@ -135,6 +167,10 @@ export function migrate(db: Database.Database, from: number): void {
   if (v === 1) {
     migrate1to2(db);
     v = 2;
+  }
+  if (v === 2) {
+    db.exec(SCHEMA_V3_SCANS);
+    v = 3;
   }
   if (v !== SCHEMA_VERSION) throw new Error(`no migration from atlas schema version ${from}`);
   db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('migrated_at', ?)").run(new Date().toISOString());

@@ -6,10 +6,12 @@ import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { runOptions } from '../features/settings.js';
 import { hookWidth } from '../models/config.js';
-import { openRunner } from './common.js';
+import { openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { UserError } from '../errors.js';
 import { blockListAndHook, visualizeSettings } from './settings.js';
+import { scanCommand } from './atlas-scan.js';
+import { listScans } from '../atlas/scans.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -51,6 +53,7 @@ const buildCommand: Command = {
       const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, hookWidth(runner.config, hook));
       for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
+      const reference = referenceFromFlags(v, runner, dbPath);
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
       try {
@@ -64,6 +67,7 @@ const buildCommand: Command = {
           runOptions: runOptions('atlas build', v.given),
           onProgress: progress.update,
           onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
+          ...(reference ? { reference } : {}),
         });
         progress.end();
         if (v.bool('json')) printJson({ db: dbPath, ...summary });
@@ -154,7 +158,7 @@ const exportCommand: Command = {
 
 const lsCommand: Command = {
   name: 'atlas ls',
-  summary: 'list what an atlas holds: models and record groups',
+  summary: 'list what an atlas holds: models, record groups and corpus scans',
   async run(v) {
     const dbPath = v.need('db');
     const atlas = Atlas.open(dbPath, { readonly: true });
@@ -162,6 +166,7 @@ const lsCommand: Command = {
       const models = atlas.models();
       const groups = atlas.groups();
       const total = groups.reduce((n, g) => n + g.records, 0);
+      const scans = listScans(atlas);
       if (v.bool('json')) {
         printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups });
         return;
@@ -187,6 +192,13 @@ const lsCommand: Command = {
         const fmt = (row: string[]) => '  ' + row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
         lines.push('', fmt(head), ...rows.map(fmt));
       }
+      for (const s of scans) {
+        const calib = s.settings.calibrate_tokens ? `, calibration for ${s.settings.calibrate_tokens} tokens${s.settings.calibrate_bos ? ' with BOS' : ''}` : '';
+        lines.push(
+          `  scan ${s.id}  ${s.model_name} blocks ${s.blocks[0]}-${s.blocks[1]} ${s.hook}${s.settings.direction ? ' (direction)' : ''}: ${s.features} features over ${s.corpus_name} ` +
+            `(${s.windows} windows of ≤ ${s.settings.window} tokens, ${s.tokens} tokens${calib})`,
+        );
+      }
       process.stdout.write(lines.join('\n') + '\n');
     } finally {
       atlas.close();
@@ -200,5 +212,5 @@ export const atlasCommand: Command = {
   async run() {
     throw new Error('atlas: dispatched to a subcommand by main');
   },
-  subcommands: [buildCommand, compareCommand, exportCommand, lsCommand],
+  subcommands: [buildCommand, scanCommand, compareCommand, exportCommand, lsCommand],
 };

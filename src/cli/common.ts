@@ -1,4 +1,8 @@
+import path from 'node:path';
+import { scanReference } from '../atlas/scan-reference.js';
+import { Atlas } from '../atlas/store.js';
 import { UserError } from '../errors.js';
+import { corpusReference, type ReferenceProvider } from '../features/calibrate.js';
 import { ModelRunner } from '../engine/runner.js';
 import { parseIdList } from '../features/settings.js';
 import { loadModel, type LoadedModel } from '../models/load.js';
@@ -29,4 +33,20 @@ export function inputIds(v: Values, model: LoadedModel): number[] {
   const out = ids !== undefined ? parseIdList(ids, 'ids') : requireTokenizer(model).encode(text!, { bos: v.bool('bos') });
   if (out.length === 0) throw new UserError('--text: encodes to no tokens');
   return out;
+}
+
+/**
+ * The real-data reference a run's percentiles come from: `--corpus FILE` (every same-shaped window, computed now) or
+ * `--scan-db FILE` (a matching scan's stored grid). `ownDb`: the atlas a build writes, opened writable if it is the same file.
+ */
+export function referenceFromFlags(v: Values, runner: ModelRunner, ownDb?: string): ReferenceProvider | undefined {
+  const corpus = v.str('corpus');
+  const scanDb = v.str('scan-db');
+  if (corpus !== undefined && scanDb !== undefined) throw new UserError('--corpus/--scan-db: give at most one of them');
+  if (corpus !== undefined) return corpusReference(runner, runner.model.tokenizer, { file: corpus });
+  if (scanDb !== undefined) {
+    if (ownDb !== undefined && path.resolve(ownDb) === path.resolve(scanDb)) return scanReference(() => Atlas.open(scanDb), runner);
+    return scanReference(() => Atlas.open(scanDb, { readonly: true }), runner);
+  }
+  return undefined;
 }

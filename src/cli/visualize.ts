@@ -1,6 +1,7 @@
+import { formatPercentile } from '../features/calibrate.js';
 import { decoderFor } from '../features/embeddings.js';
 import { Visualizer, type RunResult } from '../features/visualize.js';
-import { openRunner } from './common.js';
+import { openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { blocksAndHook, visualizeSettings } from './settings.js';
 
@@ -18,7 +19,8 @@ export const visualizeCommand: Command = {
     const progress = process.stderr.isTTY
       ? (done: number, total: number) => process.stderr.write(`\r${bar(done, total)} ${done}/${total} runs${done === total ? '\n' : ''}`)
       : undefined;
-    const runs = await visualizer.visualize({ select, settings, onProgress: progress });
+    const reference = referenceFromFlags(v, runner);
+    const runs = await visualizer.visualize({ select, settings, onProgress: progress, ...(reference ? { reference } : {}) });
     await runner.close();
     if (v.bool('json')) {
       printJson({ model: { path: runner.model.path, format: runner.model.format, architecture: runner.config.arch }, runs });
@@ -35,31 +37,48 @@ function bar(done: number, total: number): string {
 }
 
 const fmt = (x: number | null) => (x === null ? 'n/a' : x.toFixed(3));
+/** A percentile as text: p99.9, p100 (above every real window); empty without calibration. */
+const pct = (x: number | null | undefined) => (x === null || x === undefined ? '' : formatPercentile(x));
+/** "p99.9 (0.912)" with a percentile, else the plain value. */
+const act = (x: number | null, p: number | null | undefined) => (p === null || p === undefined ? fmt(x) : `${pct(p)} (${fmt(x)})`);
 
-/** Text mode: the selection, the top-k rows as the tokenizer decodes them, and the activations. */
+/**
+ * Text mode: the selection and verdict, the top-k rows token by token (non-optimised positions in brackets), the
+ * activations as percentiles of real text when calibrated, and the rest.
+ */
 export function formatRun(r: RunResult): string {
-  const lines = [`${r.select}  blocks ${r.blocks[0]}-${r.blocks[1]}  hook ${r.hook}  ${r.status}${r.error ? `: ${r.error}` : ''}`];
-  r.topk_text.forEach((text, i) => lines.push(`  top${i + 1}: ${JSON.stringify(text)}`));
+  const verdict = r.verdict?.length ? `  — ${r.verdict.map((f) => f.message).join('; ')}` : '';
+  const lines = [`${r.select}  blocks ${r.blocks[0]}-${r.blocks[1]}  hook ${r.hook}  ${r.status}${r.error ? `: ${r.error}` : ''}${verdict}`];
+  const p = r.percentile ?? null;
+  if (r.status === 'ok') {
+    const c = r.calibration;
+    const ref = c ? `  (percentiles of ${c.windows} real windows of ${c.corpus}; real p50 ${fmt(c.p50)}, p99 ${fmt(c.p99)}, max ${fmt(c.max)})` : '';
+    lines.push(`  activation: decoded ${act(r.activation.decoded, p?.decoded)}  random ${act(r.activation.random, p?.random)}  continuous ${act(r.activation.continuous, p?.continuous)}${ref}`);
+  }
+  (r.topk_cells ?? r.topk_text).forEach((text, i) => lines.push(`  top${i + 1}: ${r.topk_cells ? text : JSON.stringify(text)}`));
+  if (r.topk_cells?.some((row) => row.includes('['))) lines.push('  ([x]: fixed context or no gradient — not part of the result; ⟨…⟩: byte-fallback or special token)');
   if (r.status === 'ok') {
     lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}  (typical nearest-neighbour cosine ${r.cosine_scale.toFixed(2)})`);
-    lines.push(`  activation: continuous ${fmt(r.activation.continuous)}  decoded ${fmt(r.activation.decoded)}  random ${fmt(r.activation.random)}`);
     lines.push(`  objective: ${fmt(r.objective.initial)} → ${fmt(r.objective.final)}`);
   }
   if (r.baseline) {
-    lines.push(`  skip-connection baseline: ${JSON.stringify(r.baseline.tokens_text[0])} (agrees at ${(r.baseline.agreement * 100).toFixed(0)}% of positions, activation ${fmt(r.baseline.activation)})`);
+    const n = r.optimized?.length ?? r.free.length;
+    lines.push(`  skip-connection baseline: ${JSON.stringify(r.baseline.tokens_text[0])} (agrees at ${(r.baseline.agreement * 100).toFixed(0)}% of ${n} optimised positions, activation ${act(r.baseline.activation, p?.skip_baseline)})`);
   }
   if (r.refined) {
     const f = r.refined;
     const ce = (x: number | null) => (x === null ? '' : `, cross-entropy ${x.toFixed(2)}`);
     const climbs = f.starts && f.starts > 1 ? `, ${f.starts} starts, best from ${f.start_row === 0 ? 'the decode' : `decode row ${f.start_row! + 1}`}` : '';
-    lines.push(`  refined (${f.method}, ${f.steps} steps${climbs}): ${JSON.stringify(f.text)}  activation ${fmt(f.start_activation)} → ${fmt(f.activation)}${ce(f.cross_entropy)}`);
+    lines.push(`  refined (${f.method}, ${f.steps} steps${climbs}): ${JSON.stringify(f.text)}  activation ${fmt(f.start_activation)} → ${act(f.activation, p?.refined)}${ce(f.cross_entropy)}`);
     for (const p of f.frontier ?? []) lines.push(`    frontier: activation ${fmt(p.activation)}${ce(p.cross_entropy)}  ${JSON.stringify(p.text)}`);
   }
   if (r.exhaustive) {
     const e = r.exhaustive;
-    const best = (xs: { text: string; activation: number }[]) => xs.slice(0, 3).map((b) => `${JSON.stringify(b.text)} ${fmt(b.activation)}`).join(', ');
-    lines.push(`  exhaustive, token repeated: ${best(e.repeated.best)}; decoded tokens rank ${e.ranked.map((x) => x.repeated_rank).join(' ')} of ${e.vocab}`);
-    if (e.context) lines.push(`  exhaustive, token at ${e.context.position} in context: ${best(e.context.best)}; decoded token ranks ${e.ranked.map((x) => x.context_rank).join(' ')}`);
+    const best = (xs: { text: string; activation: number }[], ps: number[] | null | undefined) =>
+      xs.slice(0, 3).map((b, i) => `${JSON.stringify(b.text)} ${act(b.activation, ps?.[i])}`).join(', ');
+    lines.push(`  exhaustive, token repeated: ${best(e.repeated.best, p?.exhaustive_repeated)}; decoded tokens rank ${e.ranked.map((x) => x.repeated_rank).join(' ')} of ${e.vocab}`);
+    if (e.context) lines.push(`  exhaustive, token at ${e.context.position} in context: ${best(e.context.best, p?.exhaustive_context)}; decoded token ranks ${e.ranked.map((x) => x.context_rank).join(' ')}`);
   }
+  if (r.timings.batch_runs && r.timings.batch_runs > 1) lines.push(`  time: ${(r.timings.optimize_ms / 1000).toFixed(1)} s to optimise the batch of ${r.timings.batch_runs} runs this one was in`);
   return lines.join('\n') + '\n\n';
 }

@@ -37,6 +37,7 @@ export const COMMANDS = [
   'invert',
   'random-model',
   'atlas build',
+  'atlas scan',
   'atlas compare',
   'atlas export',
   'atlas ls',
@@ -110,13 +111,13 @@ export interface Setting {
   };
 }
 
-const MODEL_COMMANDS = ['inspect', 'tokenize', 'generate', 'forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build'] as const satisfies readonly CommandName[];
-const RUNNING_COMMANDS = ['generate', 'forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build'] as const satisfies readonly CommandName[];
+const MODEL_COMMANDS = ['inspect', 'tokenize', 'generate', 'forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'] as const satisfies readonly CommandName[];
+const RUNNING_COMMANDS = ['generate', 'forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'] as const satisfies readonly CommandName[];
 /** Commands whose settings object is VisualizeSettings (and whose results are records). */
 export const VISUALIZE_COMMANDS = ['visualize', 'atlas build'] as const satisfies readonly CommandName[];
 const VIS = VISUALIZE_COMMANDS;
 const REFINING = ['visualize', 'atlas build', 'invert'] as const satisfies readonly CommandName[];
-const JSON_COMMANDS = ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'random-model', 'atlas build', 'atlas compare', 'atlas ls'] as const satisfies readonly CommandName[];
+const JSON_COMMANDS = ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'random-model', 'atlas build', 'atlas scan', 'atlas compare', 'atlas ls'] as const satisfies readonly CommandName[];
 
 /** Token ids stored for a setting given as text: reproduced as text through the tokenizer, with a note when it does not round-trip. */
 function textArgs(flag: string, ids: number[], ctx: ReproduceContext, prefix = ''): string[] {
@@ -164,18 +165,18 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'a llama2.c tokenizer.bin (default: tok{vocab}.bin or tokenizer.bin beside a .bin checkpoint)' },
   { flag: 'like', param: 'like', kind: 'path', metavar: 'PATH', group: 'model', scope: 'input', commands: ['random-model'], required: ['random-model'],
     describe: 'the trained checkpoint whose architecture and tokenizer the control copies' },
-  { flag: 'out', param: 'out', kind: 'path', metavar: 'DIR', group: 'output', scope: 'input', commands: ['random-model'], required: ['random-model'],
-    describe: 'an empty or new folder for the Hugging Face checkpoint' },
+  { flag: 'out', param: 'out', kind: 'path', metavar: 'PATH', group: 'output', scope: 'input', commands: ['random-model', 'generate'], required: ['random-model'],
+    describe: 'random-model: an empty or new folder for the Hugging Face checkpoint; generate: the corpus file --samples writes' },
 
   // ---- selection ---------------------------------------------------------------------------------------------
-  { flag: 'blocks', param: 'blocks', kind: 'string', metavar: 'A-B', group: 'selection', scope: 'input', commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build'],
+  { flag: 'blocks', param: 'blocks', kind: 'string', metavar: 'A-B', group: 'selection', scope: 'input', commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'],
     describe: 'blocks A..B applied straight to the embeddings (1-based, inclusive; K = K-K). atlas build: a list, "1,1-4,5". Required unless --hook is a TransformerLens name' },
   { flag: 'hook', param: 'hook', kind: 'string', metavar: 'H', group: 'selection', scope: 'input', default: 'resid',
-    commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build'], per: { forward: { default: undefined } },
+    commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'], per: { forward: { default: undefined } },
     describe: `which output of block B: ${HOOKS.join(', ')} (see the README's hook table), or a TransformerLens name such as blocks.0.hook_resid_post (implies blocks 1..l+1)` },
   { flag: 'select', param: 'select', kind: 'string', metavar: 'SEL', group: 'selection', scope: 'input', commands: ['visualize', 'attribute', 'baseline'], required: ['visualize', 'attribute', 'baseline'],
     describe: 'the slice of the hook output, "[:, P, F]": a-b = one run each, a:b = one combined objective, (0,3) = a list of positions' },
-  { flag: 'features', param: 'features', kind: 'string', metavar: 'SPEC', group: 'selection', scope: 'input', commands: ['atlas build'],
+  { flag: 'features', param: 'features', kind: 'string', metavar: 'SPEC', group: 'selection', scope: 'input', commands: ['atlas build', 'atlas scan'],
     describe: 'features to sweep, "0-63" or "0,5,9-12": one run [:, :, f] per feature' },
   { flag: 'ids', param: 'ids', kind: 'string', metavar: 'IDS', group: 'selection', scope: 'input', commands: ['forward', 'attribute', 'invert'],
     describe: 'input token ids, "1,2,3" (or give --text)' },
@@ -206,7 +207,7 @@ export const SETTINGS: readonly Setting[] = [
     record: { key: 'objective', always: true, toArgs: (v) => (v === 'direction' ? [] : ['--objective', String(v)]) } },
   { flag: 'C', param: 'objective.C', kind: 'number', above: 0, default: 100, metavar: 'X', group: 'optimisation', scope: 'recorded', commands: VIS,
     describe: 'the target constant of l1 and sum', record: { key: 'C', always: true } },
-  { flag: 'direction', param: 'objective.direction', kind: 'path', metavar: 'FILE', group: 'optimisation', scope: 'recorded', commands: [...VIS, 'baseline'],
+  { flag: 'direction', param: 'objective.direction', kind: 'path', metavar: 'FILE', group: 'optimisation', scope: 'recorded', commands: [...VIS, 'baseline', 'atlas scan'],
     describe: 'a probe or SAE vector (JSON array or 1-D .npy): maximise its dot product with the hook output at the selected positions (atlas build: one record per block range, instead of --features)',
     toParam: (v) => (v === undefined ? undefined : readDirectionFile(String(v), 'objective.direction')),
     record: {
@@ -258,8 +259,8 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'independent starts, optimised as one batch; the lowest final loss is kept', record: { key: 'restarts', always: true } },
 
   // ---- decoding ----------------------------------------------------------------------------------------------
-  { flag: 'topk', param: 'topk', kind: 'int', min: 1, max: 100, default: 5, per: { baseline: { default: 10, max: 1000 } }, metavar: 'K', group: 'decoding', scope: 'recorded', commands: [...VIS, 'baseline'],
-    describe: 'decoded rows (row i = the i-th ranked token at every position); baseline: best tokens listed', record: { key: 'topk', always: true } },
+  { flag: 'topk', param: 'topk', kind: 'int', min: 1, max: 100, default: 5, per: { baseline: { default: 10, max: 1000 }, 'atlas scan': { default: 10, max: 1000 } }, metavar: 'K', group: 'decoding', scope: 'recorded', commands: [...VIS, 'baseline', 'atlas scan'],
+    describe: 'decoded rows (row i = the i-th ranked token at every position); baseline: best tokens listed; atlas scan: top examples kept per feature', record: { key: 'topk', always: true } },
   { flag: 'decode', param: 'decode', kind: 'enum', choices: DECODE_MODES, default: 'pinv', metavar: 'MODE', group: 'decoding', scope: 'recorded', commands: [...VIS, 'invert'],
     describe: 'pinv (Moore–Penrose pseudoinverse of the embedding table), nearest-cosine or nearest-l2', record: { key: 'decode', always: true } },
 
@@ -269,6 +270,20 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'baseline', param: 'exhaustive', kind: 'enum', choices: ['skip-connection', 'exhaustive'], default: 'skip-connection', metavar: 'KIND', group: 'verification', scope: 'recorded', commands: ['visualize'],
     describe: 'also run the exhaustive single-token baseline (every vocabulary token), or only the skip-connection one',
     toParam: (v) => v === 'exhaustive', record: { key: 'baseline', encode: (v) => (v ? 'exhaustive' : undefined) } },
+  { flag: 'corpus', param: 'corpus', kind: 'path', metavar: 'FILE', group: 'verification', scope: 'input', commands: [...VIS, 'atlas scan'], required: ['atlas scan'],
+    describe: 'real text (stories separated by <|endoftext|> lines, or .jsonl with "text"): visualize/build report every activation as a percentile of the same statistic on its windows; atlas scan scans it' },
+  { flag: 'scan-db', param: 'scanDb', kind: 'path', metavar: 'FILE', group: 'verification', scope: 'input', commands: VIS,
+    describe: 'percentiles from a matching atlas scan (atlas scan --calibrate-tokens) instead of --corpus' },
+  { flag: 'window', param: 'window', kind: 'int', min: 2, max: 1 << 20, default: 64, metavar: 'N', group: 'selection', scope: 'input', commands: ['atlas scan'],
+    describe: 'tokens per window (stride = window; windows never cross a story)' },
+  { flag: 'no-bos', param: 'noBos', kind: 'bool', default: false, group: 'selection', scope: 'input', commands: ['atlas scan'],
+    describe: 'do not start each story with BOS (the default when the model expects one, as visualize --bos)' },
+  { flag: 'bin-examples', param: 'binExamples', kind: 'int', min: 0, max: 1000, default: 3, metavar: 'N', group: 'output', scope: 'input', commands: ['atlas scan'],
+    describe: 'examples kept from each quantile bin (p0-50, 50-90, 90-99, 99-99.9, 99.9-max)' },
+  { flag: 'calibrate-tokens', param: 'calibrateTokens', kind: 'int', min: 1, max: 4096, metavar: 'N', group: 'output', scope: 'input', commands: ['atlas scan'],
+    describe: "also store each feature's reference distribution for visualize runs [:, :, f] of N tokens (for visualize --scan-db)" },
+  { flag: 'calibrate-bos', param: 'calibrateBos', kind: 'bool', default: false, group: 'output', scope: 'input', commands: ['atlas scan'],
+    describe: 'the stored reference is for runs with --bos' },
   { flag: 'rank-ids', param: 'rankIds', kind: 'string', metavar: 'IDS', group: 'verification', scope: 'input', commands: ['baseline'],
     describe: 'report the ranks of these token ids' },
   { flag: 'rank-text', param: 'rankText', kind: 'string', metavar: 'TEXT', group: 'verification', scope: 'input', commands: ['baseline'],
@@ -315,20 +330,22 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'onnxruntime intra-op threads' },
   { flag: 'low-memory', engine: true, param: 'lowMemory', kind: 'bool', default: false, group: 'run', scope: 'run', commands: RUNNING_COMMANDS,
     describe: 'keep weights file-backed (no prepacking): about half the memory, slower at batch 1' },
-  { flag: 'batch', param: 'batch', kind: 'int', min: 1, max: 1024, default: 32, per: { baseline: { default: 64, max: 4096 } }, metavar: 'N', group: 'run', scope: 'run', commands: [...VIS, 'baseline'],
-    describe: 'runs optimised together as one batch (results do not depend on it)' },
+  { flag: 'batch', param: 'batch', kind: 'int', min: 1, max: 1024, default: 32, per: { baseline: { default: 64, max: 4096 }, 'atlas scan': { default: 64, max: 4096 } }, metavar: 'N', group: 'run', scope: 'run', commands: [...VIS, 'baseline', 'atlas scan'],
+    describe: 'runs (atlas scan: windows) computed together as one batch (results do not depend on it)' },
 
   // ---- generate ----------------------------------------------------------------------------------------------
   { flag: 'prompt', param: 'prompt', kind: 'string', metavar: 'TEXT', group: 'selection', scope: 'input', commands: ['generate'],
     describe: 'text to continue (generation starts from BOS)' },
-  { flag: 'max-tokens', param: 'maxTokens', kind: 'int', min: 0, max: 1_000_000, default: 256, metavar: 'N', group: 'decoding', scope: 'input', commands: ['generate'],
-    describe: 'tokens to sample at most (stops at BOS/EOS)' },
+  { flag: 'samples', param: 'samples', kind: 'int', min: 1, max: 1_000_000, metavar: 'N', group: 'output', scope: 'input', commands: ['generate'],
+    describe: 'write N samples (seeds S, S+1, …) to --out as a corpus, one story per <|endoftext|> line' },
+  { flag: 'max-tokens', param: 'maxTokens', kind: 'int', min: 0, max: 1_000_000_000, default: 256, per: { 'atlas scan': { default: undefined } }, metavar: 'N', group: 'decoding', scope: 'input', commands: ['generate', 'atlas scan'],
+    describe: 'generate: tokens to sample at most (stops at BOS/EOS); atlas scan: stop after this many corpus tokens' },
   { flag: 'temperature', param: 'temperature', kind: 'number', min: 0, default: 0, metavar: 'T', group: 'decoding', scope: 'input', commands: ['generate'],
     describe: 'sampling temperature; 0 = greedy' },
 
   // ---- atlas and viewer --------------------------------------------------------------------------------------
-  { flag: 'db', param: 'db', kind: 'path', metavar: 'FILE', group: 'output', scope: 'input', commands: ['atlas build', 'atlas compare', 'atlas export', 'atlas ls', 'serve'],
-    required: ['atlas build', 'atlas compare', 'atlas export', 'atlas ls', 'serve'], describe: 'the atlas: an SQLite file (created by atlas build)' },
+  { flag: 'db', param: 'db', kind: 'path', metavar: 'FILE', group: 'output', scope: 'input', commands: ['atlas build', 'atlas scan', 'atlas compare', 'atlas export', 'atlas ls', 'serve'],
+    required: ['atlas build', 'atlas scan', 'atlas compare', 'atlas export', 'atlas ls', 'serve'], describe: 'the atlas: an SQLite file (created by atlas build)' },
   { flag: 'a', param: 'a', kind: 'string', metavar: 'QUERY', group: 'selection', scope: 'input', commands: ['atlas compare'], required: ['atlas compare'],
     describe: 'side A: comma-separated filters model=NAME|HASH, blocks=A-B, hook=H, settings=HASH' },
   { flag: 'b', param: 'b', kind: 'string', metavar: 'QUERY', group: 'selection', scope: 'input', commands: ['atlas compare'], required: ['atlas compare'],

@@ -20,6 +20,10 @@ import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './
 import { allowedTokens, checkRefineSettings, refineActivation, type Refined, type RefineSettings } from './refine/index.js';
 import { checkSettings, defaultSettings, settingsRecord } from './settings.js';
 import { expandSelection, type SelectionRun } from './selection.js';
+import { applyPercentiles, type CalibrationInfo, type Percentiles, type ReferenceProvider } from './calibrate.js';
+import { optimizedPositions } from './optimized.js';
+import { verdictOf, type Finding } from './verdict.js';
+import { tokenCells } from '../tokenizers/cells.js';
 
 export type InitKind = { kind: 'randn' } | { kind: 'random-tokens' } | { kind: 'tokens'; ids: number[] };
 export type { OptimizerKind } from './optimize.js';
@@ -63,9 +67,13 @@ export interface RunResult {
   ids: number[];
   /** Indices of the free positions within `ids`. */
   free: number[];
+  /** The free positions the objective can change (optimized.ts): positions after the last selected one get no gradient. */
+  optimized?: number[];
   /** k rows; row i = the i-th ranked token at every position (fixed positions repeat their token). */
   topk: number[][];
   topk_text: string[];
+  /** The rows token by token (tokenizers/cells.ts): `·` between tokens, ⟨…⟩ byte/special tokens, [x] not optimised. */
+  topk_cells?: string[];
   /** Per position: cosine between the optimised embedding and the top-1 token's embedding. */
   cosine: number[];
   /**
@@ -89,8 +97,16 @@ export interface RunResult {
   direction?: number[];
   /** Run options and the llm-features version that computed the record (atlas build): provenance, not settings. */
   provenance?: Record<string, unknown>;
-  /** refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs. */
-  timings: { optimize_ms: number; decode_ms: number; verify_ms: number; refine_ms?: number; exhaustive_ms?: number };
+  /** Every activation as a percentile of real text (calibrate.ts); null without a reference (--corpus / --scan-db). */
+  percentile?: Percentiles | null;
+  calibration?: CalibrationInfo | null;
+  /** Findings with documented thresholds (verdict.ts); `status` only says the run completed. */
+  verdict?: Finding[];
+  /**
+   * optimize_ms, decode_ms, verify_ms: the whole batch's (`batch_runs` runs optimised together in one graph), not this
+   * run's alone; refine_ms: this run's refinement; exhaustive_ms: the selection's exhaustive pass divided among its runs.
+   */
+  timings: { optimize_ms: number; decode_ms: number; verify_ms: number; batch_runs?: number; refine_ms?: number; exhaustive_ms?: number };
 }
 
 /** The skip-connection baseline for a single `resid` feature: decode the feature's unit vector, no model needed. */
@@ -111,6 +127,8 @@ export interface VisualizeRequest {
   /** Optional warm start: initial embeddings [T × D] per run index (library use; NaNs here make a failing run). */
   initialEmbeddings?: (runIndex: number) => Float32Array | undefined;
   onProgress?: (done: number, total: number) => void;
+  /** Reference distributions of real text to calibrate every activation against (calibrate.ts: --corpus, --scan-db). */
+  reference?: ReferenceProvider;
 }
 
 /** Token ids eligible as random or decoded "real" tokens: not byte-fallback, not control tokens. */
@@ -197,6 +215,15 @@ export class Visualizer {
       req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
     }
     if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
+    if (req.reference) {
+      const refs = await req.reference(runs, s, lay);
+      results.forEach((r, i) => applyPercentiles(r, refs[i]!));
+    }
+    for (const r of results) {
+      r.percentile ??= null;
+      r.calibration ??= null;
+      r.verdict = verdictOf(r);
+    }
     return results;
   }
 
@@ -226,8 +253,10 @@ export class Visualizer {
     const scores = await exhaustiveScores(this.runner, runs, { blocks: s.blocks, hook: s.hook, layout: lay, objective: s.objective, seed: s.seed, contextIds: this.normalIds });
     const ms = round((performance.now() - t0) / Math.max(1, runs.length));
     results.forEach((r, i) => {
-      const decoded = r.status === 'ok' ? lay.free.map((t) => r.ids[t]!) : [];
-      r.exhaustive = summarizeExhaustive(scores[i]!, s.topk, this.tokenizer, decoded, lay.free);
+      // Only optimised positions are ranked: the others keep their random start and are no decode.
+      const positions = r.optimized ?? lay.free;
+      const decoded = r.status === 'ok' ? positions.map((t) => r.ids[t]!) : [];
+      r.exhaustive = summarizeExhaustive(scores[i]!, s.topk, this.tokenizer, decoded, positions);
       r.timings.exhaustive_ms = ms;
     });
   }
@@ -318,6 +347,7 @@ export class Visualizer {
       const d = decoded[b];
       const ok = !failed[b] && d !== null;
       const topk = ok ? Array.from({ length: s.topk }, (_, i) => d!.rows.map((r) => r[i] ?? r[0]!)) : [];
+      const optimized = optimizedPositions(run, lay.free);
       return {
         select: run.label,
         blocks: [s.blocks[0], s.blocks[1]],
@@ -325,8 +355,10 @@ export class Visualizer {
         settings: settingsRecord(s),
         ids: ok ? idsOf(b) : [],
         free: lay.free,
+        optimized,
         topk,
         topk_text: topk.map((row) => this.text(row)),
+        topk_cells: topk.map((row) => tokenCells(this.tokenizer, row, new Set(optimized))),
         cosine: ok ? d!.cos : [],
         cosine_scale: this.cosineScale(),
         activation: {
@@ -345,7 +377,7 @@ export class Visualizer {
         loss: curves[b]!,
         status: ok ? 'ok' : 'failed',
         ...(ok ? {} : { error: failed[b]! }),
-        timings: { optimize_ms: round(optimizeMs), decode_ms: round(decodeMs), verify_ms: round(verifyMs) },
+        timings: { optimize_ms: round(optimizeMs), decode_ms: round(decodeMs), verify_ms: round(verifyMs), batch_runs: runs.length },
       };
     });
   }
@@ -404,7 +436,9 @@ export class Visualizer {
       unit[r.features.indices[0]!] = 1;
       const tokens = topIndices(this.decoder.scores(unit, 'pinv'), s.topk);
       const mine = top1[b];
-      const agreement = mine ? lay.free.filter((t) => mine[t] === tokens[0]).length / lay.free.length : 0;
+      // Positions without gradient keep their random start: they are not part of the result and are not counted.
+      const counted = optimizedPositions(r, lay.free);
+      const agreement = mine && counted.length ? counted.filter((t) => mine[t] === tokens[0]).length / counted.length : 0;
       return { kind: 'skip-connection', tokens, tokens_text: tokens.map((id) => this.text([id])), agreement, activation: null };
     });
     const seqs = out.map((bl) => (bl ? Array.from({ length: lay.T }, (_, t) => lay.fixed.get(t) ?? bl.tokens[0]!) : null));

@@ -1,0 +1,145 @@
+/**
+ * `atlas scan`: scan a corpus for a model's features (features/scan.ts) and store the result in an atlas, resumable
+ * per chunk of features like `atlas build`.
+ */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import type { ModelRunner } from '../engine/runner.js';
+import { UserError } from '../errors.js';
+import { cutWindows, readCorpus, tokenizeStories } from '../features/corpus.js';
+import { quantileGrid, referenceDistributions } from '../features/calibrate.js';
+import { DEFAULT_SCAN, scanCorpus, type ScanProgress } from '../features/scan.js';
+import { expandSelection } from '../features/selection.js';
+import { DEFAULT_SETTINGS, layout, type VisualizeSettings } from '../features/visualize.js';
+import { hookWidth, type Hook } from '../models/config.js';
+import { modelHash, modelName } from './hash.js';
+import { finishedScanFeatures, insertScanFeatures, upsertScan, type StoredCalibration } from './scans.js';
+import type { Atlas } from './store.js';
+
+export interface ScanRequest {
+  atlas: Atlas;
+  runner: ModelRunner;
+  blocks: [number, number];
+  hook: Hook;
+  features: number[];
+  corpus: string;
+  window: number;
+  maxTokens: number | null;
+  bos: boolean;
+  direction?: Float32Array | null;
+  batch?: number;
+  topk?: number;
+  binExamples?: number;
+  /** Also store, per feature, the quantile grid of the `[:, :, f]` statistic for visualize runs of this many tokens. */
+  calibrateTokens?: number | null;
+  /** Those runs have BOS in front (visualize --bos). */
+  calibrateBos?: boolean;
+  onProgress?: (p: ScanProgress) => void;
+  onHash?: (file: string, bytes: number) => void;
+}
+
+export interface ScanSummary {
+  scan_id: number;
+  model: { hash: string; name: string };
+  corpus: { name: string; hash: string; stories: number };
+  settings_hash: string;
+  windows: number;
+  tokens: number;
+  features: number;
+  skipped: number;
+  inserted: number;
+  elapsed_ms: number;
+}
+
+/** Whether a model is trained with BOS in front of every sequence: Llama-family SentencePiece models are. */
+export function expectsBos(runner: ModelRunner): boolean {
+  return runner.config.arch === 'llama' && (runner.model.tokenizer?.bosId ?? null) !== null;
+}
+
+/** A direction's identity in scan settings: the SHA-256 of its float32 bytes. */
+export function directionHash(d: Float32Array): string {
+  return createHash('sha256').update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)).digest('hex');
+}
+
+export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
+  const { atlas, runner } = req;
+  const tokenizer = runner.model.tokenizer;
+  if (!tokenizer) throw new UserError(`${runner.model.path}: no tokenizer found (give --tokenizer PATH); a corpus scan tokenises text`);
+  runner.checkRange(req.blocks);
+  const F = hookWidth(runner.config, req.hook);
+  const width = req.direction ? 1 : F;
+  for (const f of req.features) {
+    if (f >= width) throw new UserError(`--features: feature ${f} is outside ${req.direction ? 'the direction (feature 0)' : `the ${req.hook} hook's features 0-${F - 1}`}`);
+  }
+  if (!Number.isInteger(req.window) || req.window < 2) throw new UserError(`--window: must be an integer ≥ 2, got ${req.window}`);
+  if (req.window > runner.config.maxSeqLen) throw new UserError(`--window: ${req.window} tokens exceed the model's context of ${runner.config.maxSeqLen}`);
+  const corpus = readCorpus(req.corpus);
+  const windows = cutWindows(tokenizeStories(tokenizer, corpus.stories, { bos: req.bos }), req.window, req.maxTokens ?? Infinity);
+  const tokens = windows.reduce((n, w) => n + w.ids.length, 0);
+
+  const t0 = performance.now();
+  const hash = modelHash(runner.model, atlas, req.onHash);
+  const name = modelName(runner.model);
+  const cfg = runner.config;
+  atlas.upsertModel({ hash, name, format: runner.model.format, architecture: cfg.arch, n_layers: cfg.nLayers, dim: cfg.dim, vocab: cfg.vocabSize });
+  const topk = req.topk ?? DEFAULT_SCAN.topk;
+  const binExamples = req.binExamples ?? DEFAULT_SCAN.binExamples;
+  const settingsHash = atlas.upsertSettings({
+    kind: 'scan',
+    window: req.window,
+    max_tokens: req.maxTokens,
+    bos: req.bos,
+    direction: req.direction ? directionHash(req.direction) : null,
+    topk,
+    bin_examples: binExamples,
+    calibrate_tokens: req.calibrateTokens ?? null,
+    calibrate_bos: req.calibrateTokens ? req.calibrateBos === true : null,
+  });
+  const key = { model_hash: hash, blocks: req.blocks, hook: req.hook, corpus_hash: corpus.hash, settings_hash: settingsHash };
+  const scanId = upsertScan(atlas, key, { corpus_name: path.basename(corpus.file), windows: windows.length, tokens });
+  const done = finishedScanFeatures(atlas, scanId);
+  const pending = req.features.filter((f) => !done.has(f));
+  let inserted = 0;
+  if (pending.length) {
+    const calibration = req.calibrateTokens ? await calibrationGrids(req, pending) : undefined;
+    await scanCorpus(
+      runner,
+      tokenizer,
+      windows,
+      { blocks: req.blocks, hook: req.hook, features: pending, direction: req.direction ?? null, batch: req.batch ?? DEFAULT_SCAN.batch, topk, binExamples },
+      (chunk) => (inserted += insertScanFeatures(atlas, scanId, chunk, calibration)),
+      req.onProgress,
+    );
+  }
+  return {
+    scan_id: scanId,
+    model: { hash, name },
+    corpus: { name: path.basename(corpus.file), hash: corpus.hash, stories: corpus.stories.length },
+    settings_hash: settingsHash,
+    windows: windows.length,
+    tokens,
+    features: req.features.length,
+    skipped: req.features.length - pending.length,
+    inserted,
+    elapsed_ms: Math.round(performance.now() - t0),
+  };
+}
+
+/** Quantile grids of the `[:, :, f]` statistic (calibrate.ts) for the pending features, in one corpus pass. */
+async function calibrationGrids(req: ScanRequest, features: number[]): Promise<Map<number, StoredCalibration>> {
+  const T = req.calibrateTokens!;
+  const s: VisualizeSettings = {
+    ...DEFAULT_SETTINGS,
+    blocks: req.blocks,
+    hook: req.hook,
+    tokens: T,
+    bos: req.calibrateBos === true,
+    objective: { ...DEFAULT_SETTINGS.objective, ...(req.direction ? { direction: req.direction } : {}) },
+  };
+  const tokenizer = req.runner.model.tokenizer;
+  const lay = layout(s, tokenizer?.bosId ?? null);
+  const F = hookWidth(req.runner.config, req.hook);
+  const runs = features.map((f) => expandSelection(`[:, :, ${f}]`, lay.T, F)[0]!);
+  const ref = await referenceDistributions(req.runner, tokenizer, runs, s, lay, { file: req.corpus });
+  return new Map(features.map((f, i) => [f, { grid: quantileGrid(ref.sorted[i]!), windows: ref.info.windows }]));
+}
