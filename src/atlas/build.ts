@@ -94,7 +94,7 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
       results.forEach((r, k) => {
         if (r.select !== featureSelect(chunk[k]!)) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${featureSelect(chunk[k]!)}`);
       });
-      inserted += atlas.insertResults(hash, settingsHash, results);
+      inserted += atlas.insertResults(hash, settingsHash, results, { device: runner.device });
       failed += results.filter((r) => r.status === 'failed').length;
       report(blocks);
     }

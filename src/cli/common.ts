@@ -1,19 +1,21 @@
 import { UserError } from '../errors.js';
+import { resolveDevice } from '../engine/device.js';
 import { ModelRunner } from '../engine/runner.js';
 import { loadModel, type LoadedModel } from '../models/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { optNumber, optString, parseIds, requireString, type FlagSpec, type ParsedFlags } from './args.js';
 
 /** Flags every model-reading command takes. */
-export const MODEL_FLAGS: FlagSpec = { model: 'string', tokenizer: 'string', threads: 'int', 'low-memory': 'bool' };
+export const MODEL_FLAGS: FlagSpec = { model: 'string', tokenizer: 'string', threads: 'int', 'low-memory': 'bool', device: 'string' };
 
 export function openModel(flags: ParsedFlags): LoadedModel {
   return loadModel(requireString(flags, 'model'), { tokenizer: optString(flags, 'tokenizer') });
 }
 
 export function openRunner(flags: ParsedFlags): ModelRunner {
+  const device = resolveDevice(optString(flags, 'device'));
   const model = openModel(flags);
-  return new ModelRunner(model, { threads: optNumber(flags, 'threads', 2, { min: 1, max: 256 }), lowMemory: flags['low-memory'] === true });
+  return new ModelRunner(model, { threads: optNumber(flags, 'threads', 2, { min: 1, max: 256 }), lowMemory: flags['low-memory'] === true, device });
 }
 
 export function requireTokenizer(model: LoadedModel): Tokenizer {

@@ -4,14 +4,18 @@ import { normalTokenIds } from '../features/visualize.js';
 import { headIsTied, type LoadedModel } from '../models/load.js';
 import { MODEL_FLAGS, openModel } from './common.js';
 import { printJson, type Command } from './command.js';
+import { optString } from './args.js';
+import { requireDevice } from './devices.js';
 
 export const inspectCommand: Command = {
   name: 'inspect',
   summary: 'describe a checkpoint (format, sizes, dtype, tokenizer) as JSON',
-  usage: 'llm-features inspect --model PATH',
+  usage: 'llm-features inspect --model PATH [--device cpu|webgpu]',
   flags: { ...MODEL_FLAGS },
   async run(flags) {
     const m = openModel(flags);
+    const deviceFlag = optString(flags, 'device');
+    const device = deviceFlag === undefined ? undefined : await requireDevice(deviceFlag);
     const c = m.config;
     printJson({
       path: m.path,
@@ -31,6 +35,7 @@ export const inspectCommand: Command = {
       rope: { theta: c.ropeTheta, pairing: c.ropePairing, scaling: c.ropeScaling },
       norm_eps: c.normEps,
       decoder: decoderChecks(m),
+      ...(device ? { device } : {}),
     });
   },
 };

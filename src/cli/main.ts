@@ -5,6 +5,7 @@ import type { Command } from './command.js';
 import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
 import { baselineCommand } from './baseline.js';
+import { devicesCommand } from './devices.js';
 import { forwardCommand } from './forward.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
@@ -14,7 +15,7 @@ import { serveCommand } from './serve.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand];
+const COMMANDS: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand, devicesCommand];
 
 function help(): string {
   const lines = ['usage: llm-features <command> [flags]', '', 'commands:'];

@@ -60,8 +60,14 @@ const gib = human;
  * Refuse a request whose estimate exceeds the available memory. `fitsWith(n)` estimates the same request with only the
  * first n blocks of its range, to suggest one that fits.
  */
-export function checkMemory(what: string, est: MemoryEstimate, range: readonly [number, number] | null, fitsWith?: (blocks: number) => number): void {
-  const available = availableMemory();
+export function checkMemory(
+  what: string,
+  est: MemoryEstimate,
+  range: readonly [number, number] | null,
+  fitsWith?: (blocks: number) => number,
+  offered: { bytes: number; source: string } = { bytes: availableMemory(), source: 'available' },
+): void {
+  const available = offered.bytes;
   if (est.total <= available) return;
   let advice = '';
   if (range && fitsWith) {
@@ -71,6 +77,6 @@ export function checkMemory(what: string, est: MemoryEstimate, range: readonly [
   }
   const packed = est.packedBytes > 0 ? ` + ${gib(est.packedBytes)} prepacked (--low-memory drops it)` : '';
   throw new UserError(
-    `${what}: needs about ${gib(est.total)} of memory (weights ${gib(est.weightBytes)}${packed} + activations ${gib(est.activationBytes)}), ${gib(available)} available${advice}`,
+    `${what}: needs about ${gib(est.total)} of memory (weights ${gib(est.weightBytes)}${packed} + activations ${gib(est.activationBytes)}), ${gib(available)} ${offered.source}${advice}`,
   );
 }

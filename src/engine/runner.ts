@@ -10,6 +10,8 @@ import type { Value } from '../graph/value.js';
 import { hookWidth, HOOKS, type Hook, type ModelConfig } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
 import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
+import type { Device } from './device.js';
+import { deviceMemory } from './device-memory.js';
 import { GraphSession, type SessionSettings } from './session.js';
 import { mkdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
@@ -83,6 +85,11 @@ export class ModelRunner {
     return this.model.config;
   }
 
+  /** Where this runner's sessions execute (provenance for atlas records; not a setting: results agree to ~1e-6). */
+  get device(): Device {
+    return this.settings.device ?? 'cpu';
+  }
+
   /** Check a 1-based inclusive block range against the model. */
   checkRange(range: BlockRange, flag = '--blocks'): void {
     const n = this.config.nLayers;
@@ -108,7 +115,7 @@ export class ModelRunner {
   private session(key: string, build: (g: Graph, w: Weights) => void, request?: { range: BlockRange | null; B: number; T: number }): Promise<GraphSession> {
     let s = this.sessions.get(key);
     if (!s) {
-      const g = new Graph({ float: 'float32' });
+      const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu' });
       const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder);
       build(g, binder);
       if (request) this.checkMemory(binder.boundNames(), request);
@@ -134,7 +141,8 @@ export class ModelRunner {
       }
       return { all, matrices };
     };
-    const prepack = !this.settings.lowMemory;
+    // Prepacking is the CPU provider's; on a GPU each weight is one device buffer.
+    const prepack = !this.settings.lowMemory && this.device === 'cpu';
     const [a, b] = req.range ?? [1, cfg.nLayers];
     const layerOf = (n: string) => Number(/^(?:blk|h)\.(\d+)\./.exec(n)?.[1] ?? -1);
     const totalFor = (blocks: number) => {
@@ -144,7 +152,8 @@ export class ModelRunner {
     };
     const w = bytesOf(bound);
     const est = estimate(w.all, w.matrices, activationBytes(cfg, b - a + 1, req.B, req.T), prepack);
-    checkMemory(req.range ? `--blocks ${a}-${b}` : this.model.path, est, req.range, req.range ? totalFor : undefined);
+    const what = `${req.range ? `--blocks ${a}-${b}` : this.model.path}${this.device === 'cpu' ? '' : ` on ${this.device}`}`;
+    checkMemory(what, est, req.range, req.range ? totalFor : undefined, deviceMemory(this.device));
   }
 
   /** Hook output of block B after applying blocks A..B directly to the token embeddings of `ids` ([B, T]). */
