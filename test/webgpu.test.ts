@@ -65,7 +65,7 @@ const MODELS: [string, string][] = [
 ];
 
 for (const [name, file] of MODELS) {
-  test(`${name}: every node of the forward+backward and the ids → hidden graphs is placed on WebGPU`, () => {
+  test(`${name}: every node of the forward+backward, ids → hidden and logits graphs is placed on WebGPU`, () => {
     const r = spawnSync(process.execPath, [path.join(projectRoot, 'dist/test/webgpu-placement-child.js'), file, cacheDir], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
     assert.equal(r.status, 0, r.stderr.slice(-2000));
     assert.match(r.stdout, /placement-child: done/);
@@ -74,7 +74,7 @@ for (const [name, file] of MODELS) {
     const cpuBlocks = [...r.stderr.matchAll(/Node\(s\) placed on \[CPUExecutionProvider\]\. Number of nodes: (\d+)/g)];
     const cpuNodes = cpuBlocks.reduce((n, m) => n + Number(m[1]), 0);
     assert.equal(cpuNodes, 0, `nodes on the CPU:\n${r.stderr.split('\n').filter((l) => /VerifyEachNode/.test(l)).slice(0, 40).join('\n')}`);
-    assert.equal(all.length, 2, 'expected the placement report of both sessions');
+    assert.equal(all.length, 3, 'expected the placement report of all three sessions');
     for (const m of all) {
       assert.equal(m[1], 'WebGpuExecutionProvider');
       assert.ok(Number(m[2]) > 50);
