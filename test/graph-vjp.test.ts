@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Graph, grad } from '../src/graph/index.js';
+import type { Target } from '../src/graph/graph.js';
 import * as G from '../src/graph/ops.js';
 import type { Value } from '../src/graph/value.js';
 import { GraphSession } from '../src/engine/session.js';
@@ -16,9 +17,9 @@ const awayFromZero: Init = (r) => (r() < 0.5 ? -1 : 1) * (0.3 + r());
  * Builds loss = Σ op(xs) ⊙ R for a fixed random R, differentiates it with `grad`, and compares every gradient element
  * with a central difference of the same float64 graph.
  */
-async function checkVjp(shapes: number[][], build: (...xs: Value[]) => Value, init: Init | Init[] = normalish, seed = 1) {
+async function checkVjp(shapes: number[][], build: (...xs: Value[]) => Value, init: Init | Init[] = normalish, seed = 1, target: Target = 'cpu') {
   const r = rng(seed);
-  const g = new Graph({ float: 'float64' });
+  const g = new Graph({ float: 'float64', target });
   const xs = shapes.map((s, i) => g.input(`x${i}`, s, { grad: true }));
   const y = build(...xs);
   const weights = Array.from({ length: y.size }, () => normalish(r));
@@ -71,6 +72,18 @@ test('sign (zero derivative, gradient flows through the other factor)', () =>
 test('matmul', () => checkVjp([[2, 3, 4], [4, 5]], (a, b) => G.matmul(a, b)));
 test('matmul (broadcast batch)', () => checkVjp([[2, 1, 3, 4], [3, 4, 2]], (a, b) => G.matmul(a, b)));
 test('linear, transB ([out, in] weight)', () => checkVjp([[2, 3, 4], [5, 4]], (x, w) => G.linear(x, w, true)));
+// The forms emitted for the WebGPU provider (Gemm for transB, comparisons for sign), run here on the CPU in float64.
+test('linear, transB, WebGPU form (Gemm)', () => checkVjp([[2, 3, 4], [5, 4]], (x, w) => G.linear(x, w, true), normalish, 1, 'webgpu'));
+test('abs and sign, WebGPU form (comparisons)', () =>
+  checkVjp([[2, 3]], (a) => G.add(G.abs(a), G.mul(G.sign(a), G.mul(a, a))), awayFromZero, 1, 'webgpu'));
+test('sign, WebGPU form, is exactly -1, 0, 1', async () => {
+  const g = new Graph({ float: 'float64', target: 'webgpu' });
+  g.output(G.sign(g.input('x', [5])), 'y');
+  const s = await GraphSession.create(g);
+  const out = await s.run({ x: Float64Array.of(-2.5, -1e-300, 0, 1e-300, 7) });
+  assert.deepEqual([...(out.y as Float64Array)], [-1, -1, 0, 1, 1]);
+  await s.release();
+});
 test('linear, [in, out] weight', () => checkVjp([[2, 3, 4], [4, 5]], (x, w) => G.linear(x, w, false)));
 test('reduceSum', () => checkVjp([[2, 3, 4]], (a) => G.reduceSum(a, [1])));
 test('reduceSum keepdims, several axes', () => checkVjp([[2, 3, 4]], (a) => G.reduceSum(a, [0, -1], true)));

@@ -41,3 +41,13 @@ test('a bad LLMF_MEMORY_LIMIT is a one-line error', () => {
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^llm-features: LLMF_MEMORY_LIMIT: expected a positive number of bytes, got "lots"\n$/);
 });
+
+test('on --device webgpu the estimate has no prepacked copies and is checked against the device memory', () => {
+  // Refused before any session is created, so no GPU (or software driver) is needed here.
+  const r = cli(['forward', '--model', modelPath('stories260K.bin'), '--ids', '1,2', '--blocks', '1-5', '--device', 'webgpu'], { LLMF_DEVICE_MEMORY: '400000' });
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^llm-features: --blocks 1-5 on webgpu: needs about [\d.]+ [KM]iB of memory \(weights [^+]+ \+ activations [^)]+\), 390\.6 KiB available on the device \(LLMF_DEVICE_MEMORY\); blocks 1-1 would fit\n$/);
+  const bad = cli(['forward', '--model', modelPath('stories260K.bin'), '--ids', '1', '--blocks', '1', '--device', 'webgpu'], { LLMF_DEVICE_MEMORY: '-1' });
+  assert.equal(bad.code, 2);
+  assert.equal(bad.stderr, 'llm-features: LLMF_DEVICE_MEMORY: expected a positive number of bytes, got "-1"\n');
+});

@@ -112,7 +112,7 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
       results.forEach((r, k) => {
         if (r.select !== want[k]) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${want[k]}`);
       });
-      if (req.runOptions) for (const r of results) r.provenance = { ...req.runOptions, version: VERSION };
+      for (const r of results) r.provenance = { ...req.runOptions, device: runner.device, version: VERSION };
       inserted += atlas.insertResults(hash, settingsHash, results);
       failed += results.filter((r) => r.status === 'failed').length;
       report(blocks);

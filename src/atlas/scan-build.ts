@@ -2,6 +2,7 @@
  * `atlas scan`: scan a corpus for a model's features (features/scan.ts) and store the result in an atlas, resumable
  * per chunk of features like `atlas build`.
  */
+import { specOf } from '../models/registry.js';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { ModelRunner } from '../engine/runner.js';
@@ -53,7 +54,7 @@ export interface ScanSummary {
 
 /** Whether a model is trained with BOS in front of every sequence: Llama-family SentencePiece models are. */
 export function expectsBos(runner: ModelRunner): boolean {
-  return runner.config.arch === 'llama' && (runner.model.tokenizer?.bosId ?? null) !== null;
+  return specOf(runner.config).expectsBos && (runner.model.tokenizer?.bosId ?? null) !== null;
 }
 
 /** A direction's identity in scan settings: the SHA-256 of its float32 bytes. */

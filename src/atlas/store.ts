@@ -245,7 +245,8 @@ export class Atlas implements FileHashCache {
    * Insert one batch of results in one transaction: all of them or none. A result whose key is already there (another
    * build got there first) is skipped. Returns how many were inserted.
    */
-  insertResults(modelHash: string, settingsHash: string, results: RunResult[]): number {
+  /** `provenance` (e.g. the device) is stored in each record's result JSON: it describes the run, not its settings. */
+  insertResults(modelHash: string, settingsHash: string, results: RunResult[], provenance?: Record<string, string>): number {
     const insert = this.db.prepare(
       `INSERT INTO records (${RECORD_COLUMNS.join(', ')}) VALUES (${RECORD_COLUMNS.map((c) => '@' + c).join(', ')})
        ON CONFLICT (model_hash, block_a, block_b, hook, select_text, settings_hash) DO NOTHING`,
@@ -271,7 +272,7 @@ export class Atlas implements FileHashCache {
           optimize_ms: r.timings.optimize_ms,
           decode_ms: r.timings.decode_ms,
           verify_ms: r.timings.verify_ms,
-          result_json: JSON.stringify(rest),
+          result_json: JSON.stringify(provenance ? { ...rest, provenance } : rest),
           created_at: now,
         }).changes;
       }

@@ -3,6 +3,7 @@ import { scanReference } from '../atlas/scan-reference.js';
 import { Atlas } from '../atlas/store.js';
 import { UserError } from '../errors.js';
 import { corpusReference, type ReferenceProvider } from '../features/calibrate.js';
+import { resolveDevice } from '../engine/device.js';
 import { ModelRunner } from '../engine/runner.js';
 import { parseIdList } from '../features/settings.js';
 import { loadModel, type LoadedModel } from '../models/load.js';
@@ -14,8 +15,9 @@ export function openModel(v: Values): LoadedModel {
 }
 
 export function openRunner(v: Values): ModelRunner {
+  const device = resolveDevice(v.str('device'));
   const model = openModel(v);
-  return new ModelRunner(model, { threads: v.num('threads'), lowMemory: v.bool('low-memory') });
+  return new ModelRunner(model, { threads: v.num('threads'), lowMemory: v.bool('low-memory'), device });
 }
 
 export function requireTokenizer(model: LoadedModel): Tokenizer {

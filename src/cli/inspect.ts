@@ -4,12 +4,15 @@ import { normalTokenIds } from '../features/visualize.js';
 import { headIsTied, type LoadedModel } from '../models/load.js';
 import { openModel } from './common.js';
 import { printJson, type Command } from './command.js';
+import { requireDevice } from './devices.js';
 
 export const inspectCommand: Command = {
   name: 'inspect',
   summary: 'describe a checkpoint (format, sizes, dtype, tokenizer) as JSON',
   async run(v) {
     const m = openModel(v);
+    const deviceFlag = v.str('device');
+    const device = deviceFlag === undefined ? undefined : await requireDevice(deviceFlag);
     const c = m.config;
     printJson({
       path: m.path,
@@ -29,6 +32,7 @@ export const inspectCommand: Command = {
       rope: { theta: c.ropeTheta, pairing: c.ropePairing, scaling: c.ropeScaling },
       norm_eps: c.normEps,
       decoder: decoderChecks(m),
+      ...(device ? { device } : {}),
     });
   },
 };

@@ -9,6 +9,7 @@ import { resolveHubModelFlags } from './hub-model.js';
 import { atlasCommand } from './atlas.js';
 import { attributeCommand } from './attribute.js';
 import { baselineCommand } from './baseline.js';
+import { devicesCommand } from './devices.js';
 import { forwardCommand } from './forward.js';
 import { generateCommand } from './generate.js';
 import { inspectCommand } from './inspect.js';
@@ -18,7 +19,7 @@ import { serveCommand } from './serve.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
 
-const COMMAND_LIST: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand];
+const COMMAND_LIST: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand, devicesCommand];
 
 const version = () => VERSION;
 

@@ -60,9 +60,19 @@ const gib = human;
  * Refuse a request whose estimate exceeds the available memory. `fitsWith(n)` estimates the same request with only the
  * first n blocks of its range, to suggest one that fits.
  */
-/** `what` starts with `param` when the request is about a parameter (the block range), so the CLI can name its flag. */
-export function checkMemory(what: string, est: MemoryEstimate, range: readonly [number, number] | null, fitsWith?: (blocks: number) => number, param?: string): void {
-  const available = availableMemory();
+/**
+ * `what` starts with `param` when the request is about a parameter (the block range), so the CLI can name its flag;
+ * `offered`: the memory of the device the request runs on (the host's available memory for the CPU).
+ */
+export function checkMemory(
+  what: string,
+  est: MemoryEstimate,
+  range: readonly [number, number] | null,
+  fitsWith?: (blocks: number) => number,
+  offered: { bytes: number; source: string } = { bytes: availableMemory(), source: 'available' },
+  param?: string,
+): void {
+  const available = offered.bytes;
   if (est.total <= available) return;
   let advice = '';
   if (range && fitsWith) {
@@ -72,7 +82,7 @@ export function checkMemory(what: string, est: MemoryEstimate, range: readonly [
   }
   const packed = est.packedBytes > 0 ? ` + ${gib(est.packedBytes)} prepacked (--low-memory drops it)` : '';
   throw new UserError(
-    `${what}: needs about ${gib(est.total)} of memory (weights ${gib(est.weightBytes)}${packed} + activations ${gib(est.activationBytes)}), ${gib(available)} available${advice}`,
+    `${what}: needs about ${gib(est.total)} of memory (weights ${gib(est.weightBytes)}${packed} + activations ${gib(est.activationBytes)}), ${gib(available)} ${offered.source}${advice}`,
     undefined,
     param,
   );

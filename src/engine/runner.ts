@@ -10,6 +10,8 @@ import { hookWidth, HOOKS, type Hook, type ModelConfig } from '../models/config.
 import type { LoadedModel } from '../models/load.js';
 import { tensorsByName } from '../models/registry.js';
 import { architectureOf, fullLogits, runBlocks, type BlockRange, type Weights } from '../models/transformer.js';
+import type { Device } from './device.js';
+import { deviceMemory } from './device-memory.js';
 import { GraphSession, type SessionSettings } from './session.js';
 import { mkdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
@@ -49,6 +51,11 @@ export class ModelRunner {
     return this.model.config;
   }
 
+  /** Where this runner's sessions execute (provenance for atlas records; not a setting: results agree to ~1e-6). */
+  get device(): Device {
+    return this.settings.device ?? 'cpu';
+  }
+
   /** Check a 1-based inclusive block range against the model. */
   checkRange(range: BlockRange, param = 'blocks'): void {
     const n = this.config.nLayers;
@@ -74,7 +81,7 @@ export class ModelRunner {
   private session(key: string, build: (g: Graph, w: Weights) => void, request?: { range: BlockRange | null; B: number; T: number }): Promise<GraphSession> {
     let s = this.sessions.get(key);
     if (!s) {
-      const g = new Graph({ float: 'float32' });
+      const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu' });
       const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder, this.model.notDownloaded);
       build(g, binder);
       // The spec's tensor list is the single source of what a family binds; anything else is a bug in a block.
@@ -104,7 +111,8 @@ export class ModelRunner {
       }
       return { all, matrices };
     };
-    const prepack = !this.settings.lowMemory;
+    // Prepacking is the CPU provider's; on a GPU each weight is one device buffer.
+    const prepack = !this.settings.lowMemory && this.device === 'cpu';
     const [a, b] = req.range ?? [1, cfg.nLayers];
     // Which block a tensor belongs to comes from the family's spec, so a new family cannot silently skew this.
     const specTensors = tensorsByName(cfg);
@@ -116,7 +124,8 @@ export class ModelRunner {
     };
     const w = bytesOf(bound);
     const est = estimate(w.all, w.matrices, activationBytes(cfg, b - a + 1, req.B, req.T), prepack);
-    checkMemory(req.range ? `blocks ${a}-${b}` : this.model.path, est, req.range, req.range ? totalFor : undefined, req.range ? 'blocks' : undefined);
+    const what = `${req.range ? `blocks ${a}-${b}` : this.model.path}${this.device === 'cpu' ? '' : ` on ${this.device}`}`;
+    checkMemory(what, est, req.range, req.range ? totalFor : undefined, deviceMemory(this.device), req.range ? 'blocks' : undefined);
   }
 
   /** Hook output of block B after applying blocks A..B directly to the token embeddings of `ids` ([B, T]). */

@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import type { Graph } from '../graph/graph.js';
 import type { ElemType } from '../graph/value.js';
+import { deviceError, providerOptions, type Device } from './device.js';
 
 export interface SessionSettings {
   /** Intra-op threads (default 2: this project's machines have 2 cores, and more threads only contend). */
@@ -9,6 +10,10 @@ export interface SessionSettings {
   externalFolder?: string;
   /** Turn weight prepacking off: weights stay file-backed and shareable between processes, slower at batch 1. */
   lowMemory?: boolean;
+  /** Execution provider (default cpu). The graph must have been built for it (`new Graph({ target })`). */
+  device?: Device;
+  /** onnxruntime's log severity (0 = verbose, lists each node's provider; default 2 = warnings). */
+  logSeverity?: 0 | 1 | 2 | 3 | 4;
 }
 
 /** A typed array for each element type the graphs use. */
@@ -29,7 +34,15 @@ export class GraphSession {
 
   static async create(graph: Graph, settings: SessionSettings = {}): Promise<GraphSession> {
     const bytes = graph.serialize();
-    const session = await ort.InferenceSession.create(bytes, sessionOptions(settings));
+    const device = settings.device ?? 'cpu';
+    // A WebGPU-form graph is valid ONNX anywhere (the tests run it on the CPU); a CPU-form one would fall back there.
+    if (device === 'webgpu' && graph.target !== 'webgpu') throw new Error('GraphSession.create: a graph built for the cpu cannot run on webgpu');
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(bytes, sessionOptions(settings));
+    } catch (err) {
+      throw deviceError(device, err);
+    }
     return new GraphSession(
       session,
       graph.inputs.map((v) => ({ name: v.name, shape: v.shape, dtype: v.dtype })),
@@ -63,6 +76,8 @@ export function sessionOptions(settings: SessionSettings): ort.InferenceSession.
   if (settings.externalFolder) session['model_external_initializers_file_folder_path'] = settings.externalFolder;
   if (settings.lowMemory) session['disable_prepacking'] = '1';
   return {
+    ...providerOptions(settings.device ?? 'cpu'),
+    ...(settings.logSeverity !== undefined ? { logSeverityLevel: settings.logSeverity, logVerbosityLevel: 0 } : {}),
     intraOpNumThreads: settings.threads ?? 2,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',

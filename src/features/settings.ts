@@ -42,6 +42,7 @@ export const COMMANDS = [
   'atlas export',
   'atlas ls',
   'serve',
+  'devices',
 ] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
@@ -330,6 +331,8 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'onnxruntime intra-op threads' },
   { flag: 'low-memory', engine: true, param: 'lowMemory', kind: 'bool', default: false, group: 'run', scope: 'run', commands: RUNNING_COMMANDS,
     describe: 'keep weights file-backed (no prepacking): about half the memory, slower at batch 1' },
+  { flag: 'device', engine: true, param: 'device', kind: 'enum', choices: ['cpu', 'webgpu'], metavar: 'D', group: 'run', scope: 'run', commands: [...MODEL_COMMANDS, 'devices'],
+    describe: 'where the graphs run: cpu, or webgpu (onnxruntime\'s bundled WebGPU provider; a GPU or a Vulkan driver such as SwiftShader); default LLMF_DEVICE, else cpu' },
   { flag: 'batch', param: 'batch', kind: 'int', min: 1, max: 1024, default: 32, per: { baseline: { default: 64, max: 4096 }, 'atlas scan': { default: 64, max: 4096 } }, metavar: 'N', group: 'run', scope: 'run', commands: [...VIS, 'baseline', 'atlas scan'],
     describe: 'runs (atlas scan: windows) computed together as one batch (results do not depend on it)' },
 

@@ -41,8 +41,15 @@ const ONNX_TYPE: Record<ElemType, number> = {
  * shape rule checks the operands, its emit rule writes ONNX nodes, and — when any operand requires a gradient — the
  * application is recorded on the tape. `grad` (autodiff.ts) later turns the tape into ordinary backward nodes.
  */
+/**
+ * The execution provider a graph is emitted for. Op rules stay one table; an op whose usual ONNX form has no kernel
+ * on a provider emits an equivalent form there (see `linear` and `sign` in ops.ts).
+ */
+export type Target = 'cpu' | 'webgpu';
+
 export class Graph {
   readonly float: 'float32' | 'float64';
+  readonly target: Target;
   // The ONNX protobuf types stay inside the package: members typed with them are @internal (stripped from the
   // published declarations, which therefore compile in a consumer without onnx-proto's types).
   /** @internal */
@@ -58,8 +65,9 @@ export class Graph {
   private readonly constCache = new Map<string, Value>();
   private readonly external = new Map<O.ITensorProto, ExternalLocation>();
 
-  constructor(opts: { float?: 'float32' | 'float64' } = {}) {
+  constructor(opts: { float?: 'float32' | 'float64'; target?: Target } = {}) {
     this.float = opts.float ?? 'float32';
+    this.target = opts.target ?? 'cpu';
   }
 
   fresh(prefix = 'v'): string {

@@ -103,7 +103,23 @@ export const OPS: Record<OpName, OpDef> = {
     vjp: (gy, _i, out) => [mul(gy, mul(out, sub(1, out)))],
   },
   abs: { shape: unaryShape('abs'), emit: simple('Abs'), vjp: (gy, [x]) => [mul(gy, sign(x!))] },
-  sign: { shape: unaryShape('sign'), emit: simple('Sign'), zeroGrad: true },
+  sign: {
+    shape: unaryShape('sign'),
+    // onnxruntime's WebGPU provider has no Sign kernel (it would run on the CPU, with two copies across the bus per
+    // step): there, (x > 0) − (x < 0) from comparisons and casts, which it has. Equal to Sign except at NaN (0, not NaN).
+    emit: (g, [x], _a, out) => {
+      if (g.target !== 'webgpu') return g.node('Sign', [x!.name], [out]);
+      const zero = g.constant([0], [], x!.dtype).name;
+      const [gt, lt, pos, negv] = [g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+      const to = { to: { int: x!.dtype === 'float64' ? 11 : 1 } };
+      g.node('Greater', [x!.name, zero], [gt]);
+      g.node('Less', [x!.name, zero], [lt]);
+      g.node('Cast', [gt], [pos], to);
+      g.node('Cast', [lt], [negv], to);
+      g.node('Sub', [pos, negv], [out]);
+    },
+    zeroGrad: true,
+  },
 
   /** Batched matrix product with broadcast batch dimensions (both operands rank ≥ 2). */
   matmul: {
@@ -138,6 +154,17 @@ export const OPS: Record<OpName, OpDef> = {
     },
     emit: (g, [x, w], attrs, out) => {
       if (!attrs.transB) return g.node('MatMul', [x!.name, w!.name], [out]);
+      if (g.target === 'webgpu') {
+        // The WebGPU provider has no FusedMatMul kernel but has Gemm with transB: flatten x to 2-D around it, so the
+        // weight still stays one buffer in its stored layout (a Transpose would be folded into a second copy).
+        const x2 = g.fresh();
+        const y2 = g.fresh();
+        const inDim = x!.shape[x!.rank - 1]!;
+        const outDim = w!.shape[0]!;
+        g.node('Reshape', [x!.name, g.ints([-1, inDim]).name], [x2]);
+        g.node('Gemm', [x2, w!.name], [y2], { transB: { int: 1 } });
+        return g.node('Reshape', [y2, g.ints([...x!.shape.slice(0, -1), outDim]).name], [out]);
+      }
       if (g.float === 'float32') {
         return g.node('FusedMatMul', [x!.name, w!.name], [out], { transB: { int: 1 }, alpha: { float: 1 } }, 'com.microsoft');
       }

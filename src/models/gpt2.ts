@@ -133,6 +133,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
 
 export const gpt2Spec: ArchitectureSpec = {
   family: 'gpt2',
+  expectsBos: false,
   hfClasses: ['GPT2LMHeadModel'],
   modelTypes: ['gpt2'],
   fromHfConfig,

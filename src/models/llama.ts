@@ -280,6 +280,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
 
 export const llamaSpec: ArchitectureSpec = {
   family: 'llama',
+  expectsBos: true,
   hfClasses: Object.keys(HF_CLASSES),
   modelTypes: ['llama', 'mistral', 'qwen2'],
   ggufArch: 'llama',

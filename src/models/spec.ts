@@ -84,6 +84,12 @@ export interface ArchitectureSpec {
   /** Every tensor the config implies, in checkpoint order. The single list every reader and writer uses. */
   tensors(cfg: ModelConfig): TensorSpec[];
 
+  /**
+   * Whether the family's models saw a BOS token at the start of every training text (Llama: yes; GPT-2: no — its
+   * <|endoftext|> only separates documents). Corpus scans start each story with BOS when this is true and the
+   * tokenizer has one, as visualize's --bos does for a run.
+   */
+  expectsBos: boolean;
   /** The hooks its blocks expose (all of HOOKS for the current families). */
   hooks: readonly Hook[];
   /** Block-code name of the token embedding table [V, D] (the decoder's table). */
