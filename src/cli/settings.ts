@@ -2,12 +2,12 @@
  * The visualize settings as command-line flags, shared by `visualize`, `atlas build`, `baseline` and `invert`: one
  * parser, so the same flag means the same thing (with the same default and the same error) everywhere.
  */
-import { readFileSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { DECODE_MODES, type DecodeMode } from '../features/decode.js';
 import { OBJECTIVES, type ObjectiveKind } from '../features/objective.js';
 import { DEFAULT_REFINE, REFINE_METHODS, type RefineMethod, type RefineSettings } from '../features/refine.js';
 import { DEFAULT_SETTINGS, type InitKind, type VisualizeSettings } from '../features/visualize.js';
+import { readDirectionFile } from '../formats/npy.js';
 import { HOOKS, type Hook } from '../models/config.js';
 import type { LoadedModel } from '../models/load.js';
 import type { Tokenizer } from '../tokenizers/types.js';
@@ -25,38 +25,7 @@ export function parseHook(flags: ParsedFlags): Hook {
 
 /** A direction vector from JSON (an array of numbers) or .npy (little-endian float32/float64, 1-D). */
 export function readDirection(path: string): Float32Array {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch {
-    throw new UserError(`--direction: ${path}: cannot read the file`);
-  }
-  if (path.endsWith('.npy')) {
-    if (bytes.subarray(0, 6).toString('latin1') !== '\x93NUMPY') throw new UserError(`--direction: ${path}: not a .npy file`);
-    const major = bytes[6]!;
-    const headerLen = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
-    const start = (major === 1 ? 10 : 12) + headerLen;
-    const header = bytes.subarray(major === 1 ? 10 : 12, start).toString('latin1');
-    const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-    const shape = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]?.split(',').filter((s) => s.trim() !== '').map(Number);
-    if (/'fortran_order':\s*True/.test(header)) throw new UserError(`--direction: ${path}: Fortran-ordered arrays are not supported`);
-    if (!shape || shape.length !== 1) throw new UserError(`--direction: ${path}: expected a 1-D array, got shape (${shape?.join(', ') ?? '?'})`);
-    const n = shape[0]!;
-    const body = bytes.subarray(start);
-    if (descr === '<f4' && body.length >= n * 4) return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + n * 4));
-    if (descr === '<f8' && body.length >= n * 8) return Float32Array.from(new Float64Array(body.buffer.slice(body.byteOffset, body.byteOffset + n * 8)));
-    throw new UserError(`--direction: ${path}: unsupported dtype ${descr} or truncated data`);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw new UserError(`--direction: ${path}: not valid JSON (expected an array of numbers)`);
-  }
-  if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
-    throw new UserError(`--direction: ${path}: expected a non-empty array of finite numbers`);
-  }
-  return Float32Array.from(parsed as number[]);
+  return readDirectionFile(path);
 }
 
 /** Flags of discrete refinement, shared by `visualize`, `atlas build` and `invert`. */

@@ -5,9 +5,10 @@
  * ../../blobs, which are opened through the link (StoredTensor.file keeps the snapshot path; the engine resolves
  * real paths itself). Nothing here reads weight bytes, only safetensors headers.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
+import { readSmallText } from '../formats/files.js';
 import { readSafetensors } from '../formats/safetensors.js';
 import type { StoredTensor } from '../formats/types.js';
 import type { Llama3RopeScaling, ModelConfig } from './config.js';
@@ -369,10 +370,10 @@ class ConfigReader {
 function readJsonObject(file: string, why?: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readSmallText(file, 'JSON file');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    throw new UserError(`${file}: cannot read (${code})${why ? `; ${why}` : ''}`);
+    if (!(e instanceof UserError)) throw e;
+    throw new UserError(`${e.message}${why ? `; ${why}` : ''}`);
   }
   let json: unknown;
   try {

@@ -5,6 +5,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
+import { assertRegularFile } from '../formats/files.js';
 import { readGguf, type GgufFile } from '../formats/gguf.js';
 import { readLlama2c } from '../formats/llama2c.js';
 import type { StoredTensor } from '../formats/types.js';
@@ -37,6 +38,7 @@ export interface LoadOptions {
 export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(modelPath)) throw new UserError(`${modelPath}: no such file or directory`);
   if (statSync(modelPath).isDirectory()) return loadHf(modelPath, opts.tokenizer);
+  assertRegularFile(modelPath, 'checkpoint');
   const format = detectFormat(modelPath);
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
   if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
@@ -95,10 +97,10 @@ function loadGguf(p: string): LoadedModel {
     headDim: dim / nHeads,
     ffnDim: metaInt(file, 'llama.feed_forward_length'),
     vocabSize: embd.shape[0]!,
-    normEps: metaNumber(file, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
+    normEps: metaPositive(file, 'llama.attention.layer_norm_rms_epsilon', 1e-5),
     maxSeqLen: metaInt(file, 'llama.context_length', 2048),
     tiedHead: !tensors.has('output.weight'),
-    ropeTheta: metaNumber(file, 'llama.rope.freq_base', 10000),
+    ropeTheta: metaPositive(file, 'llama.rope.freq_base', 10000),
     // llama.cpp's converters permute Hugging Face q/k weights so that GGUF llama always pairs (2i, 2i+1).
     ropePairing: 'interleaved',
     ropeScaling: null,
@@ -113,6 +115,13 @@ function metaNumber(file: GgufFile, key: string, fallback?: number): number {
   const v = file.metadata.get(key);
   if (v === undefined && fallback !== undefined) return fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new UserError(`${file.path}: metadata ${key} is missing or not a number`);
+  return v;
+}
+
+/** A norm epsilon or RoPE base of 0 or below makes every activation NaN or nonsense: refuse it with the key's name. */
+function metaPositive(file: GgufFile, key: string, fallback: number): number {
+  const v = metaNumber(file, key, fallback);
+  if (!(v > 0)) throw new UserError(`${file.path}: metadata ${key} must be a positive number, got ${v}`);
   return v;
 }
 

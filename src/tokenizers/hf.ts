@@ -7,9 +7,9 @@
  * token with a well-known name ("<|begin_of_text|>", "<s>", "<bos>", ...). GPT-2 style vocabularies have no BOS of
  * their own: when none is found and EOS is "<|endoftext|>", that token is both (as GPT-2 was trained).
  */
-import fs from 'node:fs';
 import { Tokenizer as HfTokenizerClass } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
+import { readSmallText } from '../formats/files.js';
 import type { Tokenizer } from './types.js';
 
 /**
@@ -124,15 +124,7 @@ function parseTokenizerJson(path: string): Json {
   const fail = (problem: string): never => {
     throw new UserError(`${path}: ${problem}`);
   };
-  let text: string;
-  try {
-    text = fs.readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') fail('no such file');
-    if (code === 'EISDIR') fail('is a directory, expected a tokenizer.json file');
-    fail(`cannot read: ${oneLine((e as Error).message)}`);
-  }
+  const text = readSmallText(path, 'tokenizer.json file');
   let json: unknown;
   try {
     json = JSON.parse(text!);

@@ -49,6 +49,8 @@ export class SentencePieceTokenizer implements Tokenizer {
     const V = pieces.length;
     if (V === 0) fail('tokenizer vocabulary is empty');
     if (scores.length !== V) fail(`tokenizer has ${V} pieces but ${scores.length} scores`);
+    // A NaN score compares false with everything, so merges would silently depend on heap order: refuse it.
+    for (let id = 0; id < V; id++) if (Number.isNaN(scores[id])) fail(`score of token ${id} is NaN`);
     if (types && types.length !== V) fail(`tokenizer has ${V} pieces but ${types.length} token types`);
     for (const [name, id] of [['BOS', bosId], ['EOS', eosId]] as const) {
       if (id !== null && !(Number.isInteger(id) && id >= 0 && id < V)) fail(`${name} id ${id} is outside the vocabulary (${V} tokens)`);
