@@ -28,7 +28,12 @@ export function inputIds(flags: ParsedFlags, model: LoadedModel): number[] {
   const ids = optString(flags, 'ids');
   const text = optString(flags, 'text');
   if ((ids === undefined) === (text === undefined)) throw new UserError('--ids/--text: give exactly one of them');
+  const flag = ids !== undefined ? '--ids' : '--text';
   const out = ids !== undefined ? parseIds(ids) : requireTokenizer(model).encode(text!, { bos: flags['bos'] === true });
   if (out.length === 0) throw new UserError('--text: encodes to no tokens');
+  const { maxSeqLen, vocabSize } = model.config;
+  if (out.length > maxSeqLen) throw new UserError(`${flag}: ${out.length} tokens exceed the model's context of ${maxSeqLen}`);
+  const bad = out.find((id) => id >= vocabSize);
+  if (bad !== undefined) throw new UserError(`${flag}: token id ${bad} is outside the model's vocabulary 0-${vocabSize - 1}`);
   return out;
 }

@@ -28,6 +28,8 @@ export interface LoadedModel {
   tokenizer: Tokenizer | null;
   /** The dtype most weights are stored in (for `inspect`). */
   storedDtype: string;
+  /** The file the tokenizer was read from, when it is not the checkpoint itself. */
+  tokenizerPath?: string;
 }
 
 export interface LoadOptions {
@@ -43,7 +45,21 @@ export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedMode
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
   if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
   checkTensors(model);
+  checkTokenizerFits(model, opts.tokenizer ?? (format === 'gguf' ? modelPath : model.tokenizerPath));
   return model;
+}
+
+/**
+ * A tokenizer with more tokens than the embedding table has rows produces ids the model cannot embed; say so when the
+ * model is opened, naming the tokenizer, instead of failing later on an id the user never typed.
+ */
+function checkTokenizerFits(m: LoadedModel, source: string | undefined): void {
+  const tok = m.tokenizer;
+  if (tok && tok.vocabSize > m.config.vocabSize) {
+    throw new UserError(
+      `${source ?? m.path}: the tokenizer has ${tok.vocabSize} tokens but the model's embedding table has ${m.config.vocabSize} rows; wrong tokenizer for this model?`,
+    );
+  }
 }
 
 /** An explicit tokenizer: tokenizer.json (Hugging Face) or a llama2.c tokenizer.bin. */
@@ -60,6 +76,7 @@ function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
   // Without a tokenizer.json, a llama2.c tokenizer.bin in the folder (as `random-model` writes for SentencePiece
   // vocabularies that came from a GGUF or llama2.c checkpoint) is the folder's tokenizer.
   const binPath = path.join(dir, 'tokenizer.bin');
+  const tokPath = tokenizerPath ?? (hf.hasTokenizerJson ? jsonPath : existsSync(binPath) ? binPath : undefined);
   const tokenizer = tokenizerPath
     ? readTokenizerFile(tokenizerPath, hf.config.vocabSize)
     : hf.hasTokenizerJson
@@ -67,7 +84,9 @@ function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
       : existsSync(binPath)
         ? readLlama2cTokenizer(binPath, hf.config.vocabSize)
         : null;
-  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype };
+  const model: LoadedModel = { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype, tokenizerPath: tokPath };
+  checkTokenizerFits(model, tokPath);
+  return model;
 }
 
 function detectFormat(p: string): SourceFormat {
@@ -164,7 +183,7 @@ function loadLlama2c(p: string, tokenizerPath?: string): LoadedModel {
   validateConfig(p, config);
   const tokPath = tokenizerPath ?? findTokenizerBin(p, h.vocabSize);
   const tokenizer = tokPath ? readLlama2cTokenizer(tokPath, h.vocabSize) : null;
-  return { path: p, format: 'llama2c', config, tensors: new Map(file.tensors.map((t) => [t.name, t])), tokenizer, storedDtype: 'F32' };
+  return { path: p, format: 'llama2c', config, tensors: new Map(file.tensors.map((t) => [t.name, t])), tokenizer, storedDtype: 'F32', tokenizerPath: tokPath ?? undefined };
 }
 
 /** llama2.c keeps its tokenizer beside the checkpoint: tokenizer.bin, or tok{vocab}.bin for custom vocabularies. */

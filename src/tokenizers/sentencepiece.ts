@@ -5,6 +5,7 @@
  * piece with the highest score, leftmost on ties.
  */
 import { UserError } from '../errors.js';
+import { checkEncodeLength } from './limits.js';
 import type { GgufFile } from '../formats/gguf.js';
 import type { Tokenizer } from './types.js';
 
@@ -85,6 +86,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    checkEncodeLength(this.source, text);
     const ids: number[] = [];
     if (opts.bos && this.bosId !== null) ids.push(this.bosId);
     if (text === '') return ids; // no dummy prefix for empty text, as in llama2.c and SentencePiece
