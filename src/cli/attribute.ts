@@ -5,6 +5,7 @@ import { UserError } from '../errors.js';
 import { optString, parseBlockRange, requireString } from './args.js';
 import { inputIds, MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
+import { resolveAtFile } from './at-file.js';
 
 export const attributeCommand: Command = {
   name: 'attribute',
@@ -15,7 +16,7 @@ export const attributeCommand: Command = {
     const hook = (optString(flags, 'hook') ?? 'resid') as Hook;
     if (!HOOKS.includes(hook)) throw new UserError(`--hook: unknown hook "${hook}" (expected ${HOOKS.join(', ')})`);
     const blocks = parseBlockRange(requireString(flags, 'blocks'));
-    const select = requireString(flags, 'select');
+    const select = resolveAtFile(requireString(flags, 'select'), '--select');
     const runner = openRunner(flags);
     const ids = inputIds(flags, runner.model);
     const result = await attribute(runner, decoderFor(runner.model), ids, blocks, hook, select);

@@ -7,6 +7,7 @@ import { optNumber, optString, parseBlockRange, parseIds, requireString } from '
 import { MODEL_FLAGS, openRunner, requireTokenizer } from './common.js';
 import { printJson, type Command } from './command.js';
 import { oneOf, readDirection } from './settings.js';
+import { resolveAtFile } from './at-file.js';
 
 export const baselineCommand: Command = {
   name: 'baseline',
@@ -33,7 +34,7 @@ export const baselineCommand: Command = {
   },
   async run(flags) {
     const blocks = parseBlockRange(requireString(flags, 'blocks'));
-    const select = requireString(flags, 'select');
+    const select = resolveAtFile(requireString(flags, 'select'), '--select');
     const hook = oneOf<Hook>(flags, 'hook', HOOKS, 'resid');
     const runner = openRunner(flags);
     runner.checkRange(blocks);

@@ -4,6 +4,7 @@ import { parseBlockRange, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 import { parseHook, REFINE_USAGE, SETTINGS_FLAGS, settingsFromFlags } from './settings.js';
+import { resolveAtFile } from './at-file.js';
 
 export const visualizeCommand: Command = {
   name: 'visualize',
@@ -17,7 +18,7 @@ export const visualizeCommand: Command = {
   flags: { ...MODEL_FLAGS, blocks: 'string', select: 'string', hook: 'string', direction: 'string', ...SETTINGS_FLAGS, json: 'bool' },
   async run(flags) {
     const blocks = parseBlockRange(requireString(flags, 'blocks'));
-    const select = requireString(flags, 'select');
+    const select = resolveAtFile(requireString(flags, 'select'), '--select');
     const hook = parseHook(flags);
     const runner = openRunner(flags);
     const tokenizer = runner.model.tokenizer;

@@ -17,7 +17,7 @@ import { Decoder, topIndices, typicalNeighbourCosine, type DecodeMode } from './
 import { objectiveWeights, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
 import { allowedTokens, checkRefineSettings, refineActivation, refineRecord, type Refined, type RefineSettings } from './refine.js';
-import { expandSelection, type SelectionRun } from './selection.js';
+import { expandSelection, MAX_VISUALIZE_RUNS, type SelectionRun } from './selection.js';
 
 export type InitKind = { kind: 'randn' } | { kind: 'random-tokens' } | { kind: 'tokens'; ids: number[] };
 export type OptimizerKind = 'sgd' | 'adam';
@@ -185,7 +185,7 @@ export class Visualizer {
     const lay = layout(s, this.tokenizer?.bosId ?? null);
     if (lay.T > cfg.maxSeqLen) throw new UserError(`--tokens: ${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
     const F = hookWidth(cfg, s.hook);
-    const runs = expandSelection(req.select, lay.T, F);
+    const runs = expandSelection(req.select, lay.T, F, { maxRuns: MAX_VISUALIZE_RUNS, hint: 'sweep features with `atlas build --features A-B` (resumable)' });
     if (s.refine) {
       // Refinement settings and token filters are checked before any optimisation runs.
       checkRefineSettings(s.refine);
