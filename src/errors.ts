@@ -6,7 +6,9 @@ export class UserError extends Error {
   /** Optional extra lines printed after the message (used only by the selection parser's caret display). */
   readonly detail?: string;
   constructor(message: string, detail?: string) {
-    super(message);
+    // One line whatever the message quotes (a tensor name or a file's string with a newline in it): control
+    // characters are shown escaped, as JSON writes them.
+    super(message.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1)));
     this.name = 'UserError';
     this.detail = detail;
   }

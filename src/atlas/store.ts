@@ -14,7 +14,7 @@ import type { RunResult } from '../features/visualize.js';
 import type { Hook } from '../models/config.js';
 import { canonicalJson, sha256Hex } from './canonical.js';
 import type { FileHashCache } from './hash.js';
-import { createSchema, inspectSchema, migrate, RECORD_COLUMNS, SCHEMA_VERSION, singleFeature } from './schema.js';
+import { createSchema, inspectSchema, migrate, missingTables, RECORD_COLUMNS, SCHEMA_VERSION, singleFeature } from './schema.js';
 
 export interface AtlasModel {
   hash: string;
@@ -122,6 +122,26 @@ export function atlasFileError(file: string, err: unknown): unknown {
   return err;
 }
 
+/** A version this code can read or migrate, and, at the current version, every table it reads. */
+function checkVersion(file: string, db: Database.Database, version: number): void {
+  if (version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
+  if (version < 1) throw new UserError(`${file}: atlas schema version ${version} is not one llm-features ever wrote (1-${SCHEMA_VERSION}); the file is damaged`);
+  if (version === SCHEMA_VERSION) {
+    const missing = missingTables(db);
+    if (missing.length) throw new UserError(`${file}: the atlas lacks its ${missing.join(', ')} table${missing.length > 1 ? 's' : ''}; the file is damaged`);
+  }
+}
+
+/** A migration that fails on the file's content (tables that do not match their version) is a damaged file. */
+function migrateOrExplain(file: string, db: Database.Database, version: number): void {
+  try {
+    migrate(db, version);
+  } catch (err) {
+    if (err instanceof UserError || !(err instanceof Database.SqliteError)) throw err;
+    throw new UserError(`${file}: cannot migrate the atlas from schema version ${version} (${oneLine(err.message)}); the file is damaged`);
+  }
+}
+
 function oneLine(s: string): string {
   return s.replace(/\s+/g, ' ');
 }
@@ -189,7 +209,7 @@ export class Atlas implements FileHashCache {
         db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
         const info = inspectSchema(db);
         if (info.kind !== 'atlas') throw new UserError(`${file}: not an llm-features atlas`);
-        if (info.version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${info.version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
+        checkVersion(file, db, info.version);
         if (info.version < SCHEMA_VERSION) {
           db.close();
           db = null;
@@ -219,8 +239,10 @@ export class Atlas implements FileHashCache {
         const info = inspectSchema(d);
         if (info.kind === 'foreign') throw new UserError(`${file}: not an llm-features atlas (the database holds other tables)`);
         if (info.kind === 'empty') createSchema(d);
-        else if (info.version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${info.version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
-        else if (info.version < SCHEMA_VERSION) migrate(d, info.version);
+        else {
+          checkVersion(file, d, info.version);
+          if (info.version < SCHEMA_VERSION) migrateOrExplain(file, d, info.version);
+        }
       }).immediate();
       return new Atlas(db, file, false);
     } catch (err) {
