@@ -34,6 +34,6 @@ export function inputIds(flags: ParsedFlags, model: LoadedModel): number[] {
   const { maxSeqLen, vocabSize } = model.config;
   if (out.length > maxSeqLen) throw new UserError(`${flag}: ${out.length} tokens exceed the model's context of ${maxSeqLen}`);
   const bad = out.find((id) => id >= vocabSize);
-  if (bad !== undefined) throw new UserError(`${flag}: token id ${bad} is outside the model's vocabulary 0-${vocabSize - 1}`);
+  if (bad !== undefined) throw new UserError(`${flag}: token id ${bad} is outside the vocabulary 0-${vocabSize - 1}`);
   return out;
 }

@@ -76,8 +76,6 @@ function parseHeader(p: string, bytes: Uint8Array): Record<string, unknown> {
   } catch {
     throw new UserError(`${p}: header is not valid UTF-8`);
   }
-  // As the reference implementation: the header is a JSON object from its first byte (padding only after it).
-  if (!text.startsWith('{')) throw new UserError(`${p}: header does not start with "{"; the header length is wrong or this is not safetensors`);
   try {
     json = JSON.parse(text);
   } catch (e) {
@@ -85,6 +83,8 @@ function parseHeader(p: string, bytes: Uint8Array): Record<string, unknown> {
     throw new UserError(`${p}: header is not valid JSON (${String((e as Error).message).replace(/\s+/g, ' ')})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new UserError(`${p}: header is not a JSON object`);
+  // As the reference implementation: the object starts at the header's first byte (padding only after it).
+  if (!text.startsWith('{')) throw new UserError(`${p}: header does not start with "{"; the header length is wrong or this is not safetensors`);
   const dup = findDuplicateKey(text);
   if (dup !== null) throw new UserError(`${p}: header has the key ${JSON.stringify(dup)} twice`);
   return json as Record<string, unknown>;
