@@ -316,3 +316,16 @@ test('9: a .npy direction with NaN, or of 7 bytes, is a UserError naming --direc
   expectUserError(() => readDirectionFile(put('short.npy', npy([1, 2]).subarray(0, 130))), /short\.npy: shape \(2,\) of <f4 needs 8 data bytes, the file has 1/);
   expectUserError(() => readDirectionFile(put('d.json', '[1, 2, "x"]')), /d\.json: expected a non-empty array of finite numbers/);
 });
+
+// ---------------------------------------------------------------------------------------------------------------
+// Found by the fuzz suite's soak run: a layer count of 2^32 drove a per-layer loop until the heap ran out.
+
+test('fuzz find: a layer count of 2^32 in config.json or GGUF is refused at once (the process ran out of heap)', () => {
+  const dir = qwenCopy(() => {});
+  const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, num_hidden_layers: 2 ** 32 }));
+  expectUserError(() => loadModel(dir), /config\.json: num_hidden_layers is 4294967296, but the checkpoint holds only \d+ tensors/);
+  const kv = ggufLayout(readFileSync(gguf)).kvs.find((k) => k.key === 'llama.block_count')!;
+  const g = edited(gguf, 'blocks.gguf', (b) => b.writeUInt32LE(0xffffffff, kv.valuePos));
+  expectUserError(() => loadModel(g), /blocks\.gguf: metadata llama\.block_count is 4294967295, but the file holds only 48 tensors/);
+});

@@ -139,6 +139,15 @@ interface Built {
   ignore: (hfName: string) => boolean;
 }
 
+/**
+ * Every layer stores several tensors, so a layer count above the number of stored tensors is corrupt; refusing it
+ * here keeps the per-layer loops from running (and allocating) 2^32 times on a bogus value.
+ */
+function layerCount(configPath: string, key: string, n: number, stored: Stored): number {
+  if (n > stored.size) throw new UserError(`${configPath}: ${key} is ${n}, but the checkpoint holds only ${stored.size} tensors`);
+  return n;
+}
+
 function llamaModel(configPath: string, json: Record<string, unknown>, family: Family, stored: Stored): Built {
   const c = new ConfigReader(configPath, json);
   const act = c.string('hidden_act', 'silu');
@@ -153,7 +162,7 @@ function llamaModel(configPath: string, json: Record<string, unknown>, family: F
   const config: ModelConfig = {
     arch: 'llama',
     dim,
-    nLayers: c.int('num_hidden_layers'),
+    nLayers: layerCount(configPath, 'num_hidden_layers', c.int('num_hidden_layers'), stored),
     nHeads,
     nKvHeads,
     headDim,
@@ -239,7 +248,7 @@ function gpt2Model(configPath: string, json: Record<string, unknown>, stored: St
   const config: ModelConfig = {
     arch: 'gpt2',
     dim,
-    nLayers: c.int('n_layer'),
+    nLayers: layerCount(configPath, 'n_layer', c.int('n_layer'), stored),
     nHeads,
     nKvHeads: nHeads,
     headDim: c.divide('n_embd', dim, 'n_head', nHeads),

@@ -110,7 +110,7 @@ function loadGguf(p: string): LoadedModel {
   const config: ModelConfig = {
     arch: 'llama',
     dim,
-    nLayers: metaInt(file, 'llama.block_count'),
+    nLayers: blockCount(file, tensors.size),
     nHeads,
     nKvHeads: metaInt(file, 'llama.attention.head_count_kv', nHeads),
     headDim: dim / nHeads,
@@ -128,6 +128,13 @@ function loadGguf(p: string): LoadedModel {
   validateConfig(p, config);
   const tokenizer = file.metadata.has('tokenizer.ggml.tokens') ? tokenizerFromGguf(file) : null;
   return { path: p, format: 'gguf', config, tensors, tokenizer, storedDtype: dominantDtype(file.tensors) };
+}
+
+/** As for Hugging Face configs: more blocks than stored tensors is corrupt (and would drive a 2^32-step loop). */
+function blockCount(file: GgufFile, tensorCount: number): number {
+  const n = metaInt(file, 'llama.block_count');
+  if (n > tensorCount) throw new UserError(`${file.path}: metadata llama.block_count is ${n}, but the file holds only ${tensorCount} tensors`);
+  return n;
 }
 
 function metaNumber(file: GgufFile, key: string, fallback?: number): number {
