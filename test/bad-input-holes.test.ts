@@ -329,3 +329,10 @@ test('fuzz find: a layer count of 2^32 in config.json or GGUF is refused at once
   const g = edited(gguf, 'blocks.gguf', (b) => b.writeUInt32LE(0xffffffff, kv.valuePos));
   expectUserError(() => loadModel(g), /blocks\.gguf: metadata llama\.block_count is 4294967295, but the file holds only 48 tensors/);
 });
+
+test('fuzz find: tokenizer.json vocabulary ids that are not unique integers from 0 are refused (encode returned them)', () => {
+  for (const [bad, re] of [[-1, /vocab token "b" has id -1/], [0.5, /vocab token "b" has id 0\.5/], [1e308, /has id 1e\+308/], [0, /vocab id 0 is used by both "a" and "b"/]] as const) {
+    const p = put('ids.json', JSON.stringify(bpe({}, { a: 0, b: bad, ab: 2 })));
+    expectUserError(() => readTokenizerJson(p), re);
+  }
+});

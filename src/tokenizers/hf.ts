@@ -165,6 +165,17 @@ function parseTokenizerJson(path: string): Json {
   if (type === 'WordPiece' && !isObject(model.vocab)) fail('WordPiece model needs a "vocab" object');
   if (type === 'Unigram' && !Array.isArray(model.vocab)) fail('Unigram model needs a "vocab" array of [piece, score]');
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) fail('"added_tokens" is not an array');
+  if (isObject(model.vocab)) checkVocabIds(model.vocab, fail);
+  if (Array.isArray(json.added_tokens)) {
+    json.added_tokens.forEach((t, i) => {
+      if (!isObject(t) || typeof t.content !== 'string' || !isTokenId(t.id)) fail(`added_tokens[${i}] needs a string "content" and an integer "id" from 0`);
+    });
+  }
+  if (Array.isArray(model.vocab)) {
+    model.vocab.forEach((e, i) => {
+      if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'number' || !Number.isFinite(e[1])) fail(`Unigram vocab entry ${i} is not [piece, finite score]`);
+    });
+  }
   checkPrepend(json.normalizer, fail);
   // The library wants every stage present (null when absent).
   return {
@@ -176,6 +187,23 @@ function parseTokenizerJson(path: string): Json {
     post_processor: json.post_processor ?? null,
     decoder: json.decoder ?? null,
   };
+}
+
+/** Ids index arrays: the library trusts them, so -1, 0.5 or 1e308 would come back out of encode() as "ids". */
+const MAX_TOKEN_ID = 2 ** 31 - 1;
+
+function isTokenId(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_TOKEN_ID;
+}
+
+function checkVocabIds(vocab: Json, fail: (p: string) => never): void {
+  const seen = new Map<number, string>();
+  for (const [token, id] of Object.entries(vocab)) {
+    if (!isTokenId(id)) fail(`vocab token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, expected an integer from 0 to ${MAX_TOKEN_ID}`);
+    const other = seen.get(id);
+    if (other !== undefined) fail(`vocab id ${id} is used by both ${JSON.stringify(other)} and ${JSON.stringify(token)}`);
+    seen.set(id, token);
+  }
 }
 
 /**
