@@ -13,7 +13,9 @@ export class UserError extends Error {
   /** The library parameter the error is about, when it is about one (see above). */
   readonly param?: string;
   constructor(message: string, detail?: string, param?: string) {
-    super(message);
+    // One line whatever the message quotes (a tensor name or a file's string with a newline in it): control
+    // characters are shown escaped, as JSON writes them.
+    super(message.replace(/[\u0000-\u001f\u007f]/g, (c) => JSON.stringify(c).slice(1, -1)));
     this.name = 'UserError';
     this.detail = detail;
     this.param = param;

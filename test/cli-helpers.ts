@@ -10,7 +10,7 @@ export interface CliResult {
 
 /** Run the built CLI as a user would, in a child process. */
 export function cli(args: string[], env: Record<string, string> = {}): CliResult {
-  const r = spawnSync(process.execPath, [path.join(projectRoot, 'dist/src/cli/main.js'), ...args], {
+  const r = spawnSync(process.execPath, [path.join(projectRoot, 'dist/src/cli/entry.js'), ...args], {
     encoding: 'utf8',
     env: { ...process.env, ...env },
     maxBuffer: 256 * 1024 * 1024,

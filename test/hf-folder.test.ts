@@ -340,7 +340,7 @@ test('rope_scaling types other than llama3 are refused', () => {
 
 test('missing config.json, missing weights and bad config values are UserErrors', () => {
   const empty = freshDir();
-  throwsUser(() => loadHfFolder(empty), /config\.json: cannot read \(ENOENT\); a Hugging Face model folder needs config\.json/);
+  throwsUser(() => loadHfFolder(empty), /config\.json: no such file; a Hugging Face model folder needs config\.json/);
   writeConfig(empty, LLAMA);
   throwsUser(() => loadHfFolder(empty), /no model\.safetensors or model\.safetensors\.index\.json/);
   throwsUser(() => loadHfFolder(singleFile({ ...LLAMA, hidden_size: 8.5 })), /config\.json: hidden_size must be a positive integer, got 8\.5/);

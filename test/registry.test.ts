@@ -84,5 +84,5 @@ test('a Hugging Face cache repo folder: refs/main picks the snapshot; an empty o
   const bare = path.join(tmp, 'models--org--bare');
   mkdirSync(bare);
   writeFileSync(path.join(bare, 'README'), '');
-  assert.throws(() => loadModel(bare), /config\.json: cannot read \(ENOENT\); a Hugging Face cache repo folder keeps its files under snapshots\/<commit>\//);
+  assert.throws(() => loadModel(bare), /config\.json: no such file; a Hugging Face cache repo folder keeps its files under snapshots\/<commit>\//);
 });

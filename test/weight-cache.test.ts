@@ -23,7 +23,7 @@ function checkpoint(scale = 1): { file: string; t: Map<string, StoredTensor> } {
   writeSafetensors(file, [
     { name: 'f32.weight', dtype: 'F32', shape: [2], data: f32Bytes([1, 2]) },
     { name: 'a.weight', dtype: 'BF16', shape: [2, 2], data: bf16Bytes([scale, -2, 0.5, 2 ** -130]) },
-    { name: 'b.weight', dtype: 'F16', shape: [3], data: u16Bytes([0x3c00, 0x0001, 0xfc00]) },
+    { name: 'b.weight', dtype: 'F16', shape: [3], data: u16Bytes([0x3c00, 0x0001, 0xc000]) },
   ]);
   return { file, t: new Map(readSafetensors(file).map((x) => [x.name, x])) };
 }
@@ -31,14 +31,36 @@ function checkpoint(scale = 1): { file: string; t: Map<string, StoredTensor> } {
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 const readF32 = (file: string) => new Float32Array(new Uint8Array(readFileSync(file)).buffer);
 
-test('F32 tensors are used in place, without hashing or writing anything', () => {
-  const { t } = checkpoint();
+test('F32 tensors are used in place: checked for NaN/Inf once, the check remembered by content hash', () => {
+  const { file, t } = checkpoint();
   const dir = fresh('cache');
   const cache = new WeightCache(dir);
   const f = t.get('f32.weight')!;
   assert.deepEqual(cache.locate(f), { file: f.file, offset: f.offset, length: 8 });
-  assert.deepEqual(cache.stats, { hashed: 0, converted: 0 });
-  assert.ok(!existsSync(dir));
+  assert.deepEqual(cache.stats, { hashed: 1, converted: 0, checked: 1 });
+  assert.ok(existsSync(path.join(dir, 'finite', sha256(file), 'f32.weight.f32.ok')));
+  assert.ok(!existsSync(path.join(dir, 'f32')), 'nothing converted');
+  const again = new WeightCache(dir);
+  again.locate(f);
+  assert.deepEqual(again.stats, { hashed: 0, converted: 0, checked: 0 }, 'a later run neither hashes nor scans');
+});
+
+test('a tensor holding NaN or Inf is refused naming it, and no cache file is left behind', () => {
+  const file = fresh('nan') + '.safetensors';
+  writeSafetensors(file, [
+    { name: 'ok.weight', dtype: 'F32', shape: [2], data: f32Bytes([1, 2]) },
+    { name: 'bad.weight', dtype: 'F32', shape: [3], data: f32Bytes([1, NaN, 3]) },
+    { name: 'inf.weight', dtype: 'BF16', shape: [2], data: bf16Bytes([1, -Infinity]) },
+  ]);
+  const t = new Map(readSafetensors(file).map((x) => [x.name, x]));
+  const dir = fresh('cache');
+  const cache = new WeightCache(dir);
+  cache.locate(t.get('ok.weight')!);
+  assert.throws(() => cache.locate(t.get('bad.weight')!), (e: unknown) => e instanceof UserError && /tensor bad\.weight holds NaN at element 1/.test(e.message));
+  assert.throws(() => cache.locate(t.get('inf.weight')!), (e: unknown) => e instanceof UserError && /tensor inf\.weight holds -Infinity at element 1/.test(e.message));
+  const converted = path.join(dir, 'f32', sha256(file));
+  assert.deepEqual(existsSync(converted) ? readdirSync(converted) : [], [], 'no .f32 and no temp file for the refused tensor');
+  assert.deepEqual(readdirSync(path.join(dir, 'finite', sha256(file))), ['ok.weight.f32.ok']);
 });
 
 test('other dtypes are converted once into <cache>/f32/<sha256>/<name>.f32, and reused by later runs', () => {
@@ -48,9 +70,9 @@ test('other dtypes are converted once into <cache>/f32/<sha256>/<name>.f32, and 
   const loc = first.locate(t.get('a.weight')!);
   assert.deepEqual(loc, { file: path.join(dir, 'f32', sha256(file), 'a.weight.f32'), offset: 0, length: 16 });
   assert.deepEqual(readF32(loc.file), toFloat32(t.get('a.weight')!));
-  assert.deepEqual(first.stats, { hashed: 1, converted: 1 });
+  assert.deepEqual(first.stats, { hashed: 1, converted: 1, checked: 1 });
   assert.deepEqual(first.locate(t.get('a.weight')!), loc);
-  assert.deepEqual(first.stats, { hashed: 1, converted: 1 }, 'same instance: nothing redone');
+  assert.deepEqual(first.stats, { hashed: 1, converted: 1, checked: 1 }, 'same instance: nothing redone');
 
   // Only requested tensors are converted.
   assert.deepEqual(readdirSync(path.dirname(loc.file)), ['a.weight.f32']);
@@ -59,14 +81,14 @@ test('other dtypes are converted once into <cache>/f32/<sha256>/<name>.f32, and 
   const before = statSync(loc.file);
   const second = new WeightCache(dir);
   assert.deepEqual(second.locate(t.get('a.weight')!), loc);
-  assert.deepEqual(second.stats, { hashed: 0, converted: 0 });
+  assert.deepEqual(second.stats, { hashed: 0, converted: 0, checked: 0 });
   const afterStat = statSync(loc.file);
   assert.equal(afterStat.mtimeMs, before.mtimeMs);
   assert.equal(afterStat.ino, before.ino);
 
   const b = second.locate(t.get('b.weight')!);
-  assert.deepEqual([...readF32(b.file)], [1, 2 ** -24, -Infinity]);
-  assert.deepEqual(second.stats, { hashed: 0, converted: 1 });
+  assert.deepEqual([...readF32(b.file)], [1, 2 ** -24, -2]);
+  assert.deepEqual(second.stats, { hashed: 0, converted: 1, checked: 1 });
 });
 
 test('a changed source file is rehashed and gets fresh conversions', () => {

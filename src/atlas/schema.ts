@@ -151,6 +151,12 @@ export function inspectSchema(db: Database.Database): { kind: 'empty' } | { kind
   return { kind: 'atlas', version: userVersion(db) };
 }
 
+/** The tables of the current schema that `db` lacks (a hand-edited or damaged atlas). */
+export function missingTables(db: Database.Database): string[] {
+  const have = new Set(tableNames(db));
+  return ['meta', 'models', 'model_files', 'settings', 'records'].filter((t) => !have.has(t));
+}
+
 /** Create the current schema in an empty database (inside the caller's transaction). */
 export function createSchema(db: Database.Database): void {
   db.exec(SCHEMA_V2_TABLES);

@@ -6,14 +6,15 @@
  * there. Readers (`compare`, `export`, `ls`, a future server) open the file read-only and, thanks to WAL, can read
  * while a build writes.
  */
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import type { RunResult } from '../features/visualize.js';
 import type { Hook } from '../models/config.js';
 import { canonicalJson, sha256Hex } from './canonical.js';
 import type { FileHashCache } from './hash.js';
-import { createSchema, inspectSchema, migrate, RECORD_COLUMNS, SCHEMA_VERSION, singleFeature } from './schema.js';
+import { createSchema, inspectSchema, migrate, missingTables, RECORD_COLUMNS, SCHEMA_VERSION, singleFeature } from './schema.js';
 import { ViewerQueries } from './viewer-queries.js';
 
 export interface AtlasModel {
@@ -98,13 +99,104 @@ export interface OpenOptions {
 
 const BUSY_TIMEOUT_MS = 10_000;
 
-function wrapOpenError(file: string, err: unknown): never {
-  const code = (err as { code?: string }).code;
+/**
+ * SQLite's own errors about the file (not about our SQL) become one-line UserErrors naming it. `migrating` says the
+ * write was a migration (a read-only open of an old atlas), not a build.
+ */
+function wrapOpenError(file: string, err: unknown, migrating = false): never {
+  if (err instanceof UserError) throw err;
+  const code = String((err as { code?: string }).code ?? '');
   if (code === 'SQLITE_NOTADB') throw new UserError(`${file}: not an SQLite database (expected an llm-features atlas)`);
   if (code === 'SQLITE_CANTOPEN') throw new UserError(`${file}: cannot open the atlas`);
   if (code === 'SQLITE_BUSY') throw new UserError(`${file}: the atlas is locked by another process`);
-  if (code === 'SQLITE_READONLY') throw new UserError(`${file}: the atlas is read-only here and needs migrating; open it once where it is writable`);
-  throw err;
+  if (code.startsWith('SQLITE_READONLY')) {
+    throw new UserError(
+      migrating
+        ? `${file}: the atlas is read-only here and needs migrating; open it once where it is writable`
+        : `${file}: cannot write the atlas (the file or its folder is read-only)`,
+    );
+  }
+  throw atlasFileError(file, err);
+}
+
+/** Errors SQLite raises while reading a damaged or vanished file: the file's fault, so a UserError naming it. */
+export function atlasFileError(file: string, err: unknown): unknown {
+  if (err instanceof UserError) return err;
+  const code = String((err as { code?: string }).code ?? '');
+  if (code === 'SQLITE_CORRUPT' || code.startsWith('SQLITE_CORRUPT_') || code === 'SQLITE_NOTADB') {
+    return new UserError(`${file}: the atlas file is corrupt (${oneLine((err as Error).message)}); rebuild it or restore a copy`);
+  }
+  if (code.startsWith('SQLITE_IOERR')) return new UserError(`${file}: cannot read the atlas (${oneLine((err as Error).message)})`);
+  if (code === 'SQLITE_FULL') return new UserError(`${file}: the disk is full`);
+  return err;
+}
+
+/** A version this code can read or migrate, and, at the current version, every table it reads. */
+function checkVersion(file: string, db: Database.Database, version: number): void {
+  if (version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
+  if (version < 1) throw new UserError(`${file}: atlas schema version ${version} is not one llm-features ever wrote (1-${SCHEMA_VERSION}); the file is damaged`);
+  if (version === SCHEMA_VERSION) {
+    const missing = missingTables(db);
+    if (missing.length) throw new UserError(`${file}: the atlas lacks its ${missing.join(', ')} table${missing.length > 1 ? 's' : ''}; the file is damaged`);
+  }
+}
+
+/** A migration that fails on the file's content (tables that do not match their version) is a damaged file. */
+function migrateOrExplain(file: string, db: Database.Database, version: number): void {
+  try {
+    migrate(db, version);
+  } catch (err) {
+    if (err instanceof UserError || !(err instanceof Database.SqliteError)) throw err;
+    throw new UserError(`${file}: cannot migrate the atlas from schema version ${version} (${oneLine(err.message)}); the file is damaged`);
+  }
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, ' ');
+}
+
+/** Refuses what SQLite would report confusingly: a directory ("disk I/O error"), a missing parent folder, a FIFO. */
+function checkAtlasPath(file: string, mustExist: boolean): void {
+  let st;
+  try {
+    st = statSync(file);
+  } catch {
+    if (mustExist) throw new UserError(`${file}: no such atlas`);
+    const parent = path.dirname(path.resolve(file));
+    if (!existsSync(parent) || !statSync(parent).isDirectory()) throw new UserError(`${file}: the folder ${parent} does not exist`);
+    return;
+  }
+  if (st.isDirectory()) throw new UserError(`${file}: is a directory, expected an atlas file`);
+  if (!st.isFile()) throw new UserError(`${file}: not a regular file, expected an atlas file`);
+}
+
+/**
+ * A read-only open of a WAL database needs its -shm file, which SQLite creates beside it. In a folder this user
+ * cannot write, and with no -wal file present (so every record is in the main file), the file is read into memory
+ * instead — a snapshot, as nobody can be writing it without a -wal file. (better-sqlite3 is built without URI support,
+ * so SQLite's `immutable=1` is not available.)
+ */
+const MAX_SNAPSHOT_BYTES = 2 ** 31;
+
+function openSnapshot(file: string): Database.Database {
+  const size = statSync(file).size;
+  if (size > MAX_SNAPSHOT_BYTES) {
+    throw new UserError(`${file}: the atlas's folder is not writable and the atlas is too large (${size} bytes) to read into memory; copy it to a writable folder`);
+  }
+  const bytes = readFileSync(file);
+  // Bytes 18-19 = 2 mark WAL mode, which an in-memory database cannot use; 1 = rollback journal, same content.
+  if (bytes.length >= 20 && bytes[18] === 2 && bytes[19] === 2) bytes[18] = bytes[19] = 1;
+  return new Database(bytes, { readonly: true });
+}
+
+function needsSnapshot(file: string): boolean {
+  if (existsSync(`${file}-wal`)) return false;
+  try {
+    accessSync(path.dirname(path.resolve(file)), constants.W_OK);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 export class Atlas implements FileHashCache {
@@ -121,27 +213,33 @@ export class Atlas implements FileHashCache {
   }
 
   static open(file: string, opts: OpenOptions = {}): Atlas {
+    checkAtlasPath(file, opts.readonly === true);
     if (opts.readonly) {
-      if (!existsSync(file)) throw new UserError(`${file}: no such atlas`);
       let db: Database.Database | null = null;
+      let migrating = false;
       try {
-        db = new Database(file, { readonly: true, fileMustExist: true });
+        db = needsSnapshot(file) ? openSnapshot(file) : new Database(file, { readonly: true, fileMustExist: true });
         db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
         const info = inspectSchema(db);
         if (info.kind !== 'atlas') throw new UserError(`${file}: not an llm-features atlas`);
-        if (info.version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${info.version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
+        checkVersion(file, db, info.version);
         if (info.version < SCHEMA_VERSION) {
           db.close();
           db = null;
-          Atlas.open(file).close();
+          migrating = true;
+          Atlas.openWritable(file, true).close();
           return Atlas.open(file, opts);
         }
         return new Atlas(db, file, true);
       } catch (err) {
         db?.close();
-        wrapOpenError(file, err);
+        wrapOpenError(file, err, migrating);
       }
     }
+    return Atlas.openWritable(file, false);
+  }
+
+  private static openWritable(file: string, migrating: boolean): Atlas {
     let db: Database.Database | null = null;
     try {
       db = new Database(file);
@@ -154,13 +252,15 @@ export class Atlas implements FileHashCache {
         const info = inspectSchema(d);
         if (info.kind === 'foreign') throw new UserError(`${file}: not an llm-features atlas (the database holds other tables)`);
         if (info.kind === 'empty') createSchema(d);
-        else if (info.version > SCHEMA_VERSION) throw new UserError(`${file}: atlas schema version ${info.version} is newer than this llm-features supports (${SCHEMA_VERSION})`);
-        else if (info.version < SCHEMA_VERSION) migrate(d, info.version);
+        else {
+          checkVersion(file, d, info.version);
+          if (info.version < SCHEMA_VERSION) migrateOrExplain(file, d, info.version);
+        }
       }).immediate();
       return new Atlas(db, file, false);
     } catch (err) {
       db?.close();
-      wrapOpenError(file, err);
+      wrapOpenError(file, err, migrating);
     }
   }
 
@@ -174,7 +274,7 @@ export class Atlas implements FileHashCache {
 
   /** Run `fn` in one read transaction: every query it makes sees the same commit, even while a build writes. */
   read<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.guarded(() => this.db.transaction(fn)());
   }
 
   // ----- model identity -----------------------------------------------------------------------------------------
@@ -206,7 +306,7 @@ export class Atlas implements FileHashCache {
   }
 
   models(): AtlasModel[] {
-    return this.db.prepare('SELECT * FROM models ORDER BY added_at, hash').all() as AtlasModel[];
+    return this.guarded(() => this.db.prepare('SELECT * FROM models ORDER BY added_at, hash').all() as AtlasModel[]);
   }
 
   // ----- settings -------------------------------------------------------------------------------------------------
@@ -224,7 +324,7 @@ export class Atlas implements FileHashCache {
     if (!s) {
       const row = this.db.prepare('SELECT json FROM settings WHERE hash = ?').get(hash) as { json: string } | undefined;
       if (!row) throw new Error(`atlas: no settings row ${hash}`);
-      s = JSON.parse(row.json) as Record<string, unknown>;
+      s = this.parseJson(row.json, `settings ${hash.slice(0, 12)}`) as Record<string, unknown>;
       this.settingsCache.set(hash, s);
     }
     return s;
@@ -317,7 +417,7 @@ export class Atlas implements FileHashCache {
 
   count(filter: RecordFilter = {}): number {
     const w = this.where(filter);
-    return this.db.prepare(`SELECT count(*) FROM records r ${w.sql}`).pluck().get(...w.params) as number;
+    return this.guarded(() => this.db.prepare(`SELECT count(*) FROM records r ${w.sql}`).pluck().get(...w.params) as number);
   }
 
   /** Records matching the filter, oldest first, read lazily (so an export of a large atlas streams). */
@@ -336,7 +436,17 @@ export class Atlas implements FileHashCache {
        FROM records r JOIN models m ON m.hash = r.model_hash JOIN settings s ON s.hash = r.settings_hash
        ${w.sql} ${extra.join(' ')} ORDER BY r.id ${limit}`,
     );
-    for (const row of stmt.iterate(...params) as IterableIterator<RecordRow>) yield this.toRecord(row);
+    const rows = this.guarded(() => stmt.iterate(...params) as IterableIterator<RecordRow>);
+    try {
+      for (;;) {
+        const next = this.guarded(() => rows.next());
+        if (next.done) return;
+        yield this.toRecord(next.value);
+      }
+    } finally {
+      // An open iterator keeps the connection busy: a damaged record must not also make close() fail.
+      rows.return?.();
+    }
   }
 
   /**
@@ -344,7 +454,7 @@ export class Atlas implements FileHashCache {
    * what a read-only server lists.
    */
   page(group: { model_hash: string; blocks: [number, number]; hook: string; settings_hash: string }, afterFeature: number, limit: number): AtlasRecord[] {
-    const rows = this.db
+    const rows = this.guarded(() => this.db
       .prepare(
         `SELECT r.id, r.model_hash, m.name AS model_name, r.block_a, r.block_b, r.hook, r.select_text, r.feature, r.settings_hash,
                 s.json AS settings_json, r.status, r.result_json, r.created_at
@@ -352,13 +462,34 @@ export class Atlas implements FileHashCache {
          WHERE r.model_hash = ? AND r.block_a = ? AND r.block_b = ? AND r.hook = ? AND r.settings_hash = ? AND r.feature > ?
          ORDER BY r.feature LIMIT ?`,
       )
-      .all(group.model_hash, group.blocks[0], group.blocks[1], group.hook, group.settings_hash, afterFeature, limit) as RecordRow[];
+      .all(group.model_hash, group.blocks[0], group.blocks[1], group.hook, group.settings_hash, afterFeature, limit) as RecordRow[]);
     return rows.map((r) => this.toRecord(r));
   }
 
+  /** Stored JSON that does not parse (or is not an object) is a damaged atlas, not a bug: a UserError naming it. */
+  private parseJson(text: string, what: string): Record<string, unknown> {
+    let v: unknown;
+    try {
+      v = JSON.parse(text);
+    } catch {
+      throw new UserError(`${this.file}: ${what} holds invalid JSON; the atlas is damaged`);
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UserError(`${this.file}: ${what} is not a JSON object; the atlas is damaged`);
+    return v as Record<string, unknown>;
+  }
+
+  /** Runs a read, turning SQLite's complaints about the file (corrupt, I/O error) into UserErrors naming it. */
+  private guarded<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw atlasFileError(this.file, err);
+    }
+  }
+
   private toRecord(row: RecordRow): AtlasRecord {
-    if (!this.settingsCache.has(row.settings_hash)) this.settingsCache.set(row.settings_hash, JSON.parse(row.settings_json) as Record<string, unknown>);
-    const result = JSON.parse(row.result_json) as Omit<AtlasRecord, 'id' | 'model' | 'blocks' | 'hook' | 'select' | 'feature' | 'settings_hash' | 'settings' | 'created_at'>;
+    if (!this.settingsCache.has(row.settings_hash)) this.settingsCache.set(row.settings_hash, this.parseJson(row.settings_json, `settings ${row.settings_hash.slice(0, 12)}`));
+    const result = this.parseJson(row.result_json, `record ${row.id} (result_json)`) as unknown as Omit<AtlasRecord, 'id' | 'model' | 'blocks' | 'hook' | 'select' | 'feature' | 'settings_hash' | 'settings' | 'created_at'>;
     return {
       id: row.id,
       model: { hash: row.model_hash, name: row.model_name },
@@ -377,7 +508,7 @@ export class Atlas implements FileHashCache {
 
   groups(filter: RecordFilter = {}): AtlasGroup[] {
     const w = this.where(filter);
-    const rows = this.db
+    const rows = this.guarded(() => this.db
       .prepare(
         `SELECT r.model_hash, m.name AS model_name, r.block_a, r.block_b, r.hook, r.settings_hash, count(*) AS records,
                 sum(r.status = 'ok') AS ok, sum(r.status = 'failed') AS failed, min(r.feature) AS fmin, max(r.feature) AS fmax,
@@ -386,7 +517,7 @@ export class Atlas implements FileHashCache {
          GROUP BY r.model_hash, r.block_a, r.block_b, r.hook, r.settings_hash
          ORDER BY min(r.id)`,
       )
-      .all(...w.params) as (Omit<AtlasGroup, 'blocks' | 'features'> & { block_a: number; block_b: number; fmin: number | null; fmax: number | null })[];
+      .all(...w.params) as (Omit<AtlasGroup, 'blocks' | 'features'> & { block_a: number; block_b: number; fmin: number | null; fmax: number | null })[]);
     return rows.map(({ block_a, block_b, fmin, fmax, ...g }) => ({
       ...g,
       blocks: [block_a, block_b],

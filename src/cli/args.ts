@@ -8,6 +8,7 @@
  * given twice refused, a typo answered with the nearest flag — would each need overriding in either library.
  */
 import { UserError } from '../errors.js';
+import { resolveAtFile } from './at-file.js';
 import { checkBounds, choicesFor, defaultFor, settingsFor, SETTINGS, type CommandName, type GivenValues, type Setting } from '../features/settings.js';
 
 const INT = /^-?\d+$/;
@@ -89,7 +90,7 @@ export function parseArgs(command: CommandName, argv: string[], table: readonly 
       if (i + 1 >= argv.length) throw new UserError(`--${name}: missing value`);
       text = argv[++i]!;
     }
-    given.set(name, convert(s, text, command));
+    given.set(name, convert(s, s.atFile ? resolveAtFile(text, `--${name}`) : text, command));
   }
   for (const s of mine) {
     if (s.required?.includes(command) && (!given.has(s.flag) || given.get(s.flag) === '')) throw new UserError(`--${s.flag}: required`);

@@ -32,8 +32,13 @@ export function inputIds(v: Values, model: LoadedModel): number[] {
   const ids = v.str('ids');
   const text = v.str('text');
   if ((ids === undefined) === (text === undefined)) throw new UserError('--ids/--text: give exactly one of them');
+  const flag = ids !== undefined ? '--ids' : '--text';
   const out = ids !== undefined ? parseIdList(ids, 'ids') : requireTokenizer(model).encode(text!, { bos: v.bool('bos') });
   if (out.length === 0) throw new UserError('--text: encodes to no tokens');
+  const { maxSeqLen, vocabSize } = model.config;
+  if (out.length > maxSeqLen) throw new UserError(`${flag}: ${out.length} tokens exceed the model's context of ${maxSeqLen}`);
+  const bad = out.find((id) => id >= vocabSize);
+  if (bad !== undefined) throw new UserError(`${flag}: token id ${bad} is outside the vocabulary 0-${vocabSize - 1}`);
   return out;
 }
 

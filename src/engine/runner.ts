@@ -68,6 +68,9 @@ export class ModelRunner {
   checkIds(ids: number[][], param = 'ids'): void {
     const V = this.config.vocabSize;
     for (const row of ids) {
+      // Positions past the context have no trained RoPE/position meaning, and an unbounded T is an unbounded [T, T]
+      // attention allocation: refuse before any graph is built.
+      if (row.length > this.config.maxSeqLen) throw new UserError(`${param}: ${row.length} tokens exceed the model's context of ${this.config.maxSeqLen}`, undefined, param);
       for (const id of row) {
         if (!Number.isInteger(id) || id < 0 || id >= V) throw new UserError(`${param}: token id ${id} is outside the vocabulary 0-${V - 1}`, undefined, param);
       }

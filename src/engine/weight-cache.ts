@@ -4,6 +4,7 @@
  * Layout under the cache folder (default ~/.cache/llm-features, or $LLMF_CACHE):
  *   index.json                     source realpath → {size, mtimeMs, sha256}: files are hashed once, not every run
  *   f32/<sha256 of source>/<tensor>.f32   raw little-endian float32, row-major, nothing else
+ *   finite/<sha256 of source>/<tensor>.f32.ok   empty: this tensor of this content was checked to hold no NaN/Inf
  *
  * Keying by content hash means a moved, copied or re-downloaded checkpoint reuses its conversions, and an edited one
  * never picks up stale ones. Only tensors that are asked for get converted, so unused blocks cost nothing.
@@ -15,6 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fsyncSync,
   mkdirSync,
   openSync,
@@ -31,6 +33,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { elementCount, forEachFloat32Chunk } from '../formats/dequant.js';
+import { assertFiniteChunk } from '../formats/finite.js';
 import type { StoredTensor } from '../formats/types.js';
 import type { F32Location } from './weights.js';
 
@@ -52,8 +55,8 @@ interface HashEntry {
 
 export class WeightCache {
   readonly dir: string;
-  /** What this instance did (for tests and diagnostics): source files hashed, tensors converted. */
-  readonly stats = { hashed: 0, converted: 0 };
+  /** What this instance did (for tests and diagnostics): source files hashed, tensors converted, tensors scanned for NaN/Inf. */
+  readonly stats = { hashed: 0, converted: 0, checked: 0 };
   private readonly hashes = new Map<string, string>();
   private readonly located = new Map<string, F32Location>();
 
@@ -63,16 +66,63 @@ export class WeightCache {
 
   /** Where the tensor's float32 bytes are: in place for F32, else in the cache (converting it on first use). */
   locate(t: StoredTensor): F32Location {
-    if (t.dtype === 'F32') return { file: t.file, offset: t.offset, length: t.nbytes };
     const key = `${t.file}\0${t.name}`;
     const known = this.located.get(key);
     if (known) return known;
-    const target = path.join(this.dir, 'f32', this.fileHash(t.file), cacheFileName(t.name));
-    const length = elementCount(t.shape) * 4;
-    if (!isComplete(target, length)) this.convert(t, target);
-    const loc = { file: target, offset: 0, length };
+    const loc = t.dtype === 'F32' ? this.locateF32(t) : this.locateConverted(t);
     this.located.set(key, loc);
     return loc;
+  }
+
+  /**
+   * F32 is used in place, after a one-time check for non-finite values. The check is remembered by content hash, so a
+   * later run (or a copy of the file) skips it; when the cache folder is not writable the check simply runs again.
+   */
+  private locateF32(t: StoredTensor): F32Location {
+    let marker: string | null = null;
+    try {
+      marker = this.finiteMarker(t);
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+    }
+    if (marker === null || !existsSync(marker)) {
+      forEachFloat32Chunk(t, (values, start) => assertFiniteChunk(t, values, start));
+      this.stats.checked++;
+      if (marker !== null) this.markFinite(marker);
+    }
+    return { file: t.file, offset: t.offset, length: t.nbytes };
+  }
+
+  private locateConverted(t: StoredTensor): F32Location {
+    const sha = this.fileHash(t.file);
+    const target = path.join(this.dir, 'f32', sha, cacheFileName(t.name));
+    const marker = this.finiteMarker(t, sha);
+    const length = elementCount(t.shape) * 4;
+    if (!isComplete(target, length)) {
+      this.convert(t, target); // checks every value on the way
+      this.markFinite(marker);
+    } else if (!existsSync(marker)) {
+      // Converted by a version that did not check: check the converted copy once.
+      const copy: StoredTensor = { ...t, dtype: 'F32', file: target, offset: 0, nbytes: length };
+      forEachFloat32Chunk(copy, (values, start) => assertFiniteChunk(t, values, start));
+      this.stats.checked++;
+      this.markFinite(marker);
+    }
+    return { file: target, offset: 0, length };
+  }
+
+  private finiteMarker(t: StoredTensor, sha = this.fileHash(t.file)): string {
+    return path.join(this.dir, 'finite', sha, `${cacheFileName(t.name)}.ok`);
+  }
+
+  /** Best effort: a marker that cannot be written only means the check runs again next time. */
+  private markFinite(marker: string): void {
+    try {
+      mkdirSync(path.dirname(marker), { recursive: true });
+      writeAtomically(marker, () => {});
+    } catch {
+      // read-only cache folder or full disk: nothing is wrong with the weights
+    }
   }
 
   /** sha256 of a source file's content, from the index when the file's realpath, size and mtime are unchanged. */
@@ -99,8 +149,15 @@ export class WeightCache {
     const folder = path.dirname(target);
     this.ensureFolder(folder);
     removeStaleTemps(folder);
-    writeAtomically(target, (fd) => forEachFloat32Chunk(t, (values) => writeAll(fd, values)));
+    // A NaN/Inf throws a UserError mid-write; writeAtomically then removes the temp file, so nothing half-written stays.
+    writeAtomically(target, (fd) =>
+      forEachFloat32Chunk(t, (values, start) => {
+        assertFiniteChunk(t, values, start);
+        writeAll(fd, values);
+      }),
+    );
     this.stats.converted++;
+    this.stats.checked++;
   }
 
   private indexPath(): string {

@@ -136,11 +136,28 @@ function range(a: number, b: number): number[] {
 
 const show = (p: AxisPick) => (p.all ? ':' : p.text);
 
-/** The runs a selection means for a hook output of `positions` × `features`. */
-export function expandSelection(text: string, positions: number, features: number): SelectionRun[] {
+/**
+ * The most runs one `visualize` call takes. Each run is a separate optimisation (seconds each), so more is a sweep:
+ * `atlas build` does it resumably, one committed record per feature.
+ */
+export const MAX_VISUALIZE_RUNS = 4096;
+
+/**
+ * The runs a selection means for a hook output of `positions` × `features`. With `maxRuns`, a selection that means
+ * more is refused (before the product is built) with `tooMany`'s hint.
+ */
+export function expandSelection(
+  text: string,
+  positions: number,
+  features: number,
+  limit?: { maxRuns: number; hint: string },
+): SelectionRun[] {
   const parsed = parseSelection(text);
   const pRuns = expandAxis(parsed.positions, positions, 'position', text);
   const fRuns = expandAxis(parsed.features, features, 'feature', text);
+  if (limit && pRuns.length * fRuns.length > limit.maxRuns) {
+    throw new UserError(`--select: ${pRuns.length * fRuns.length} runs, more than the ${limit.maxRuns} one call accepts; ${limit.hint}`);
+  }
   const runs: SelectionRun[] = [];
   for (const p of pRuns) for (const f of fRuns) runs.push({ positions: p, features: f, label: `[:, ${show(p)}, ${show(f)}]` });
   return runs;

@@ -87,6 +87,8 @@ export interface Setting {
   engine?: boolean;
   /** Per-command overrides of default and bounds. */
   per?: Partial<Record<CommandName, { default?: unknown; max?: number; choices?: readonly string[] }>>;
+  /** The value may be given as `@FILE` (read from a file: selections too long for a command line). */
+  atFile?: boolean;
   /** Shown in help after the flag: `--steps N`. */
   metavar?: string;
   describe: string;
@@ -175,8 +177,8 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'hook', param: 'hook', kind: 'string', metavar: 'H', group: 'selection', scope: 'input', default: 'resid',
     commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'], per: { forward: { default: undefined } },
     describe: `which output of block B: ${HOOKS.join(', ')} (see the README's hook table), or a TransformerLens name such as blocks.0.hook_resid_post (implies blocks 1..l+1)` },
-  { flag: 'select', param: 'select', kind: 'string', metavar: 'SEL', group: 'selection', scope: 'input', commands: ['visualize', 'attribute', 'baseline'], required: ['visualize', 'attribute', 'baseline'],
-    describe: 'the slice of the hook output, "[:, P, F]": a-b = one run each, a:b = one combined objective, (0,3) = a list of positions' },
+  { flag: 'select', param: 'select', kind: 'string', metavar: 'SEL', atFile: true, group: 'selection', scope: 'input', commands: ['visualize', 'attribute', 'baseline'], required: ['visualize', 'attribute', 'baseline'],
+    describe: 'the slice of the hook output, "[:, P, F]": a-b = one run each, a:b = one combined objective, (0,3) = a list of positions; @FILE reads it from a file' },
   { flag: 'features', param: 'features', kind: 'string', metavar: 'SPEC', group: 'selection', scope: 'input', commands: ['atlas build', 'atlas scan'],
     describe: 'features to sweep, "0-63" or "0,5,9-12": one run [:, :, f] per feature' },
   { flag: 'ids', param: 'ids', kind: 'string', metavar: 'IDS', group: 'selection', scope: 'input', commands: ['forward', 'attribute', 'invert'],

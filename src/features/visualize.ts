@@ -19,7 +19,7 @@ import { learningRate, Optimizer, type OptimizerKind } from './optimize.js';
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
 import { allowedTokens, checkRefineSettings, refineActivation, type Refined, type RefineSettings } from './refine/index.js';
 import { checkSettings, defaultSettings, settingsRecord } from './settings.js';
-import { expandSelection, type SelectionRun } from './selection.js';
+import { expandSelection, MAX_VISUALIZE_RUNS, type SelectionRun } from './selection.js';
 import { applyPercentiles, type CalibrationInfo, type Percentiles, type ReferenceProvider } from './calibrate.js';
 import { optimizedPositions } from './optimized.js';
 import { verdictOf, type Finding } from './verdict.js';
@@ -196,7 +196,7 @@ export class Visualizer {
     const lay = layout(s, this.tokenizer?.bosId ?? null);
     if (lay.T > cfg.maxSeqLen) throw paramError('tokens', `${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
     const F = hookWidth(cfg, s.hook);
-    const runs = expandSelection(req.select, lay.T, F);
+    const runs = expandSelection(req.select, lay.T, F, { maxRuns: MAX_VISUALIZE_RUNS, hint: 'sweep features with `atlas build --features A-B` (resumable)' });
     if (s.refine) {
       // Refinement settings and token filters are checked before any optimisation runs.
       checkRefineSettings(s.refine);

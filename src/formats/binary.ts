@@ -8,6 +8,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { UserError } from '../errors.js';
+import { assertRegularFile } from './files.js';
 import type { StoredTensor } from './types.js';
 
 /** Header bytes are fetched in chunks of this size; small enough to be cheap, large enough to amortise syscalls. */
@@ -18,6 +19,8 @@ export type LengthPrefix = 'u64' | 'u32' | 'i32';
 
 /** Opens `path` for reading, turning the common OS errors into one-line UserErrors. */
 export function openForRead(path: string): { fd: number; size: number } {
+  // stat before open: opening a FIFO blocks until a writer comes, so a FIFO given as a model would hang.
+  assertRegularFile(path);
   let fd: number;
   try {
     fd = openSync(path, 'r');

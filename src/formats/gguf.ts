@@ -143,6 +143,7 @@ function parse(r: BinaryReader): GgufFile {
   const infos = readTensorInfos(r, tensorCount);
   const dataOffset = alignUp(r.pos, alignment);
   const tensors = infos.map((info) => locateTensor(r, info, dataOffset, alignment));
+  checkSequence(r, tensors, dataOffset, alignment);
   return { path: r.path, version, metadata, tensors, alignment, dataOffset };
 }
 
@@ -277,6 +278,29 @@ function locateTensor(r: BinaryReader, info: TensorInfo, dataOffset: number, ali
     offset,
     nbytes,
   };
+}
+
+/**
+ * llama.cpp's layout rule: tensor i starts exactly where tensor i-1 ends, rounded up to the alignment, and the first
+ * at 0. So overlapping offsets, gaps and a tensor whose type id was changed (its size with it) are refused, as
+ * llama.cpp refuses them. The file may end anywhere from the last tensor's end to that end padded to the alignment.
+ */
+function checkSequence(r: BinaryReader, tensors: GgufTensor[], dataOffset: number, alignment: number): void {
+  let expected = dataOffset;
+  let end = dataOffset;
+  for (const t of tensors) {
+    if (t.offset !== expected) {
+      throw r.error(
+        `tensor ${t.name} has offset ${t.offset - dataOffset}, expected ${expected - dataOffset} (right after the previous tensor); ` +
+          'offsets overlap, leave a gap, or a tensor type was changed',
+      );
+    }
+    end = t.offset + t.nbytes;
+    expected = alignUp(end, alignment);
+  }
+  if (tensors.length > 0 && r.size > expected) {
+    throw r.error(`has ${r.size - end} bytes after its last tensor (expected at most ${expected - end} bytes of padding); a tensor type or size was changed?`);
+  }
 }
 
 function tensorBytes(r: BinaryReader, name: string, ne: number[], t: GgmlType): number {

@@ -1,40 +1,73 @@
-/** Direction vectors from disk: a JSON array of numbers, or a 1-D little-endian float32/float64 `.npy` file. */
-import { readFileSync } from 'node:fs';
-import { paramError } from '../errors.js';
+/**
+ * A feature direction (a probe or SAE vector) from a file: a NumPy `.npy` array (1-D, little-endian f4 or f8, C
+ * order) or a JSON array of numbers. Every problem is a UserError naming the parameter (`direction` by default; the CLI names its flag) and the file.
+ *
+ * .npy layout (NumPy's format spec, versions 1–3): magic "\x93NUMPY", u8 major, u8 minor, header length (u16 LE for
+ * version 1, u32 LE for 2 and 3), an ASCII/UTF-8 Python dict literal padded with spaces and ended by '\n', then the
+ * raw data.
+ */
+import { UserError } from '../errors.js';
+import { readSmallFile } from './files.js';
 
-/** Read a direction vector; errors name `param` and the file. */
+const MAGIC = '\x93NUMPY';
+const DTYPES: Record<string, { bytes: number; read: (b: Buffer, i: number) => number }> = {
+  '<f4': { bytes: 4, read: (b, i) => b.readFloatLE(i) },
+  '<f8': { bytes: 8, read: (b, i) => b.readDoubleLE(i) },
+};
+
 export function readDirectionFile(path: string, param = 'direction'): Float32Array {
-  const fail = (problem: string) => paramError(param, `${path}: ${problem}`);
+  const fail = (problem: string): never => {
+    throw new UserError(`${param}: ${path}: ${problem}`, undefined, param);
+  };
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
-  } catch {
-    throw fail('cannot read the file');
+    bytes = readSmallFile(path, 'direction file');
+  } catch (e) {
+    throw e instanceof UserError ? new UserError(`${param}: ${e.message}`, undefined, param) : e;
   }
-  if (path.endsWith('.npy')) {
-    if (bytes.subarray(0, 6).toString('latin1') !== '\x93NUMPY') throw fail('not a .npy file');
-    const major = bytes[6]!;
-    const headerLen = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
-    const start = (major === 1 ? 10 : 12) + headerLen;
-    const header = bytes.subarray(major === 1 ? 10 : 12, start).toString('latin1');
-    const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-    const shape = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]?.split(',').filter((s) => s.trim() !== '').map(Number);
-    if (/'fortran_order':\s*True/.test(header)) throw fail('Fortran-ordered arrays are not supported');
-    if (!shape || shape.length !== 1) throw fail(`expected a 1-D array, got shape (${shape?.join(', ') ?? '?'})`);
-    const n = shape[0]!;
-    const body = bytes.subarray(start);
-    if (descr === '<f4' && body.length >= n * 4) return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + n * 4));
-    if (descr === '<f8' && body.length >= n * 8) return Float32Array.from(new Float64Array(body.buffer.slice(body.byteOffset, body.byteOffset + n * 8)));
-    throw fail(`unsupported dtype ${descr} or truncated data`);
+  const values = path.endsWith('.npy') ? parseNpy(bytes, fail) : parseJson(bytes, fail);
+  if (values.length === 0) fail('the direction is empty');
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i]!)) fail(`element ${i} is ${values[i]}; a direction must be finite`);
   }
+  return values;
+}
+
+function parseNpy(bytes: Buffer, fail: (p: string) => never): Float32Array {
+  if (bytes.length < 10 || bytes.subarray(0, 6).toString('latin1') !== MAGIC) fail('not a .npy file (bad magic)');
+  const major = bytes[6]!;
+  if (major < 1 || major > 3) fail(`unsupported .npy version ${major}`);
+  const lenBytes = major === 1 ? 2 : 4;
+  if (bytes.length < 8 + lenBytes) fail(`truncated: ${bytes.length} bytes, too short for a .npy header`);
+  const headerLen = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
+  const start = 8 + lenBytes + headerLen;
+  if (start > bytes.length) fail(`truncated: the header claims ${headerLen} bytes, the file has ${bytes.length}`);
+  const header = bytes.subarray(8 + lenBytes, start).toString(major === 3 ? 'utf8' : 'latin1');
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+  const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
+  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
+  if (descr === undefined || fortran === undefined || shapeText === undefined) fail('header has no descr, fortran_order or shape');
+  if (fortran === 'True') fail('Fortran-ordered arrays are not supported');
+  const dims = shapeText!.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (dims.length !== 1 || !/^\d+$/.test(dims[0]!)) fail(`expected a 1-D array, got shape (${shapeText})`);
+  const n = Number(dims[0]);
+  const dtype = DTYPES[descr!];
+  if (!dtype) fail(`unsupported dtype ${descr} (supported: ${Object.keys(DTYPES).join(', ')})`);
+  const need = n * dtype!.bytes;
+  const have = bytes.length - start;
+  if (have !== need) fail(`shape (${n},) of ${descr} needs ${need} data bytes, the file has ${have}`);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = dtype!.read(bytes, start + i * dtype!.bytes);
+  return out;
+}
+
+function parseJson(bytes: Buffer, fail: (p: string) => never): Float32Array {
   let parsed: unknown;
   try {
     parsed = JSON.parse(bytes.toString('utf8'));
   } catch {
-    throw fail('not valid JSON (expected an array of numbers)');
+    fail('not valid JSON (expected an array of numbers)');
   }
-  if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
-    throw fail('expected a non-empty array of finite numbers');
-  }
+  if (!Array.isArray(parsed) || parsed.some((x) => typeof x !== 'number')) fail('expected a non-empty array of finite numbers');
   return Float32Array.from(parsed as number[]);
 }

@@ -7,6 +7,8 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
+import { assertRegularFile } from './files.js';
+import { findDuplicateKey } from './json-keys.js';
 import type { StoredDType, StoredTensor } from './types.js';
 
 /** Bytes per element of the dtypes the engine can use (directly or after conversion); anything else is refused. */
@@ -32,6 +34,7 @@ export function readSafetensors(p: string): StoredTensor[] {
       if (name === '__metadata__') continue; // free-form string map (e.g. {"format": "pt"}); nothing we need
       tensors.push(toTensor(p, file, name, entry, dataStart, size));
     }
+    checkLayout(p, tensors, dataStart, size);
     return tensors;
   } finally {
     closeSync(fd);
@@ -39,6 +42,7 @@ export function readSafetensors(p: string): StoredTensor[] {
 }
 
 function openFile(p: string): number {
+  assertRegularFile(p, 'safetensors file'); // before open: a FIFO would block the open forever
   let fd: number;
   try {
     fd = openSync(p, 'r');
@@ -66,13 +70,23 @@ function readHeaderLength(fd: number, p: string, size: number): number {
 
 function parseHeader(p: string, bytes: Uint8Array): Record<string, unknown> {
   let json: unknown;
+  let text: string;
   try {
-    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UserError(`${p}: header is not valid UTF-8`);
+  }
+  try {
+    json = JSON.parse(text);
   } catch (e) {
     // V8 quotes part of the input in its message; keep the error on one line whatever that snippet holds.
     throw new UserError(`${p}: header is not valid JSON (${String((e as Error).message).replace(/\s+/g, ' ')})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new UserError(`${p}: header is not a JSON object`);
+  // As the reference implementation: the object starts at the header's first byte (padding only after it).
+  if (!text.startsWith('{')) throw new UserError(`${p}: header does not start with "{"; the header length is wrong or this is not safetensors`);
+  const dup = findDuplicateKey(text);
+  if (dup !== null) throw new UserError(`${p}: header has the key ${JSON.stringify(dup)} twice`);
   return json as Record<string, unknown>;
 }
 
@@ -105,6 +119,32 @@ function toTensor(p: string, file: string, name: string, entry: unknown, dataSta
     throw new UserError(`${p}: tensor ${name} has ${end - begin} bytes of data, but shape [${shape}] of ${dtype} needs ${count * elementBytes}`);
   }
   return { name, shape: shape as number[], dtype: dtype as StoredDType, file, offset: dataStart + begin, nbytes: end - begin };
+}
+
+/**
+ * The reference implementation's layout rule: sorted by offset, the tensors tile the data section exactly — the
+ * first starts at 0, each starts where the previous ends (no gap, no overlap) and the last ends at the end of the
+ * file. A header length off by even one byte, or an edited offset, fails here instead of reading shifted garbage.
+ */
+function checkLayout(p: string, tensors: StoredTensor[], dataStart: number, size: number): void {
+  const sorted = [...tensors].sort((a, b) => a.offset - b.offset || a.nbytes - b.nbytes);
+  let expected = dataStart;
+  for (const t of sorted) {
+    if (t.offset !== expected) {
+      const rel = (n: number) => n - dataStart;
+      throw new UserError(
+        t.offset > expected
+          ? `${p}: tensor ${t.name} starts at data offset ${rel(t.offset)}, leaving a gap after ${rel(expected)} (tensors must be contiguous)`
+          : `${p}: tensor ${t.name} starts at data offset ${rel(t.offset)}, overlapping the tensor that ends at ${rel(expected)}`,
+      );
+    }
+    expected = t.offset + t.nbytes;
+  }
+  if (expected !== size) {
+    throw new UserError(
+      `${p}: the tensors' data ends at byte ${expected} but the file has ${size} bytes; the header length or an offset is wrong`,
+    );
+  }
 }
 
 function isNonNegativeInt(v: unknown): v is number {

@@ -125,7 +125,7 @@ export function shardsNeeded(snapshot: string, lastBlock: number | null): string
   const spec = specForHfConfig(json);
   // Unknown families and whole-model requests take every shard; the reader then says what is wrong, if anything.
   if (!spec || lastBlock === null) return all;
-  const reading = spec.fromHfConfig({ path: configPath, json, has: (n) => Object.hasOwn(map, n) });
+  const reading = spec.fromHfConfig({ path: configPath, json, has: (n) => Object.hasOwn(map, n), tensorCount: Object.keys(map).length });
   if (lastBlock >= reading.config.nLayers) return all;
   const layerOf = new Map(spec.tensors(reading.config).map((t) => [reading.prefix + t.hf, t.layer]));
   const need = new Set<string>();

@@ -1,5 +1,5 @@
 /** Typed, checked access to config.json values, shared by every family's spec and the HF reader. */
-import { readFileSync } from 'node:fs';
+import { readSmallText } from '../formats/files.js';
 import { UserError } from '../errors.js';
 
 /** Typed access to config.json values; `null` counts as absent (GPT-2 writes "n_inner": null). */
@@ -54,10 +54,10 @@ export class ConfigReader {
 export function readJsonObject(file: string, why?: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readSmallText(file, 'JSON file');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    throw new UserError(`${file}: cannot read (${code})${why ? `; ${why}` : ''}`);
+    if (!(e instanceof UserError)) throw e;
+    throw new UserError(`${e.message}${why ? `; ${why}` : ''}`);
   }
   let json: unknown;
   try {

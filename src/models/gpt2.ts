@@ -10,7 +10,7 @@ import { UserError } from '../errors.js';
 import { attend, causalMask, splitHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, Weights } from './spec.js';
+import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 export function layernorm(x: Value, weight: Value, bias: Value, eps: number): Value {
   const centered = sub(x, reduceMean(x, [-1], true));
@@ -50,7 +50,8 @@ function addPositions(e: Value, w: Weights): Value {
 // ---------------------------------------------------------------------------------------------------------------
 // The spec
 
-function fromHfConfig({ path: configPath, json, has }: HfConfigInput): HfReading {
+function fromHfConfig(input: HfConfigInput): HfReading {
+  const { path: configPath, json, has } = input;
   const c = new ConfigReader(configPath, json);
   const act = c.string('activation_function', 'gelu_new');
   if (act !== 'gelu_new') throw new UserError(`${configPath}: activation_function ${act} is not supported for gpt2 (only gelu_new)`);
@@ -59,7 +60,7 @@ function fromHfConfig({ path: configPath, json, has }: HfConfigInput): HfReading
   const config: ModelConfig = {
     arch: 'gpt2',
     dim,
-    nLayers: c.int('n_layer'),
+    nLayers: layerCount(input, 'n_layer', c.int('n_layer')),
     nHeads,
     nKvHeads: nHeads,
     headDim: c.divide('n_embd', dim, 'n_head', nHeads),

@@ -41,7 +41,7 @@ export function loadHfFolder(dir: string): HfFolder {
     throw new UserError(`${configPath}: architecture ${named} is not supported (supported: ${supportedModelTypes().join(', ')})`);
   }
   const { stored, absent } = readCheckpoint(dir);
-  const reading = spec.fromHfConfig({ path: configPath, json, has: (n) => stored.has(n) || absent.has(n) });
+  const reading = spec.fromHfConfig({ path: configPath, json, has: (n) => stored.has(n) || absent.has(n), tensorCount: stored.size + absent.size });
   const wants = spec.tensors(reading.config);
   const notDownloaded = new Map<string, string>();
   for (const w of wants) {

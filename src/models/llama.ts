@@ -11,7 +11,7 @@ import { attend, causalMask, splitHeads } from './attention.js';
 import type { Value } from '../graph/value.js';
 import { HOOKS, ropeFrequencies, type Hook, type Llama3RopeScaling, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import type { ArchitectureSpec, GgufMeta, HfConfigInput, HfReading, OptionalWeightFn, TensorSpec, WeightFn } from './spec.js';
+import { layerCount, type ArchitectureSpec, type GgufMeta, type HfConfigInput, type HfReading, type OptionalWeightFn, type TensorSpec, type WeightFn } from './spec.js';
 
 /** Per-graph constants shared by every block: rotary tables and the causal mask, for one sequence length. */
 export interface LlamaContext {
@@ -119,7 +119,8 @@ function variantOf(json: Record<string, unknown>): string {
   return String(json.model_type);
 }
 
-function fromHfConfig({ path: configPath, json, has }: HfConfigInput): HfReading {
+function fromHfConfig(input: HfConfigInput): HfReading {
+  const { path: configPath, json, has } = input;
   const variant = variantOf(json);
   const c = new ConfigReader(configPath, json);
   const act = c.string('hidden_act', 'silu');
@@ -134,7 +135,7 @@ function fromHfConfig({ path: configPath, json, has }: HfConfigInput): HfReading
   const config: ModelConfig = {
     arch: 'llama',
     dim,
-    nLayers: c.int('num_hidden_layers'),
+    nLayers: layerCount(input, 'num_hidden_layers', c.int('num_hidden_layers')),
     nHeads,
     nKvHeads,
     headDim,
@@ -191,16 +192,16 @@ function fromGguf(m: GgufMeta): ModelConfig {
   return {
     arch: 'llama',
     dim,
-    nLayers: m.int('llama.block_count'),
+    nLayers: ggufBlockCount(m),
     nHeads,
     nKvHeads: m.int('llama.attention.head_count_kv', nHeads),
     headDim: dim / nHeads,
     ffnDim: m.int('llama.feed_forward_length'),
     vocabSize: embd[0]!,
-    normEps: m.number('llama.attention.layer_norm_rms_epsilon', 1e-5),
+    normEps: m.positive('llama.attention.layer_norm_rms_epsilon', 1e-5),
     maxSeqLen: m.int('llama.context_length', 2048),
     tiedHead: m.tensorShape('output.weight') === null,
-    ropeTheta: m.number('llama.rope.freq_base', 10000),
+    ropeTheta: m.positive('llama.rope.freq_base', 10000),
     // llama.cpp's converters permute Hugging Face q/k weights so that GGUF llama always pairs (2i, 2i+1).
     ropePairing: 'interleaved',
     ropeScaling: null,
@@ -298,3 +299,10 @@ export const llamaSpec: ArchitectureSpec = {
   inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => llamaHead(x, w.get, cfg),
 };
+
+/** `llama.block_count`, bounded by the tensors stored: a bogus 2^32 must not drive per-layer loops. */
+function ggufBlockCount(m: GgufMeta): number {
+  const n = m.int('llama.block_count');
+  if (n > m.tensorCount) throw new UserError(`${m.path}: metadata llama.block_count is ${n}, but the file holds only ${m.tensorCount} tensors`);
+  return n;
+}

@@ -5,6 +5,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
+import { assertRegularFile } from '../formats/files.js';
 import { readGguf, type GgufFile } from '../formats/gguf.js';
 import { readLlama2c } from '../formats/llama2c.js';
 import type { StoredTensor } from '../formats/types.js';
@@ -32,6 +33,8 @@ export interface LoadedModel {
   storedDtype: string;
   /** Tensors of a partly downloaded hub snapshot that are not on disk yet, by name → shard (hf.ts). */
   notDownloaded?: Map<string, string>;
+  /** The file the tokenizer was read from, when it is not the checkpoint itself. */
+  tokenizerPath?: string;
 }
 
 export interface LoadOptions {
@@ -42,11 +45,26 @@ export interface LoadOptions {
 export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(modelPath)) throw new UserError(`${modelPath}: no such file or directory`);
   if (statSync(modelPath).isDirectory()) return loadHf(isCacheRepoFolder(modelPath) ? snapshotOfRepoFolder(modelPath) : modelPath, opts.tokenizer);
+  assertRegularFile(modelPath, 'checkpoint');
   const format = detectFormat(modelPath);
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
   if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
   checkTensors(model);
+  checkTokenizerFits(model, opts.tokenizer ?? (format === 'gguf' ? modelPath : model.tokenizerPath));
   return model;
+}
+
+/**
+ * A tokenizer with more tokens than the embedding table has rows produces ids the model cannot embed; say so when the
+ * model is opened, naming the tokenizer, instead of failing later on an id the user never typed.
+ */
+function checkTokenizerFits(m: LoadedModel, source: string | undefined): void {
+  const tok = m.tokenizer;
+  if (tok && tok.vocabSize > m.config.vocabSize) {
+    throw new UserError(
+      `${source ?? m.path}: the tokenizer has ${tok.vocabSize} tokens but the model's embedding table has ${m.config.vocabSize} rows; wrong tokenizer for this model?`,
+    );
+  }
 }
 
 /** An explicit tokenizer: tokenizer.json (Hugging Face) or a llama2.c tokenizer.bin. */
@@ -63,6 +81,7 @@ function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
   // Without a tokenizer.json, a llama2.c tokenizer.bin in the folder (as `random-model` writes for SentencePiece
   // vocabularies that came from a GGUF or llama2.c checkpoint) is the folder's tokenizer.
   const binPath = path.join(dir, 'tokenizer.bin');
+  const tokPath = tokenizerPath ?? (hf.hasTokenizerJson ? jsonPath : existsSync(binPath) ? binPath : undefined);
   const tokenizer = tokenizerPath
     ? readTokenizerFile(tokenizerPath, hf.config.vocabSize)
     : hf.hasTokenizerJson
@@ -70,7 +89,9 @@ function loadHf(dir: string, tokenizerPath?: string): LoadedModel {
       : existsSync(binPath)
         ? readLlama2cTokenizer(binPath, hf.config.vocabSize)
         : null;
-  return { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype, notDownloaded: hf.notDownloaded };
+  const model: LoadedModel = { path: dir, format: 'hf', config: hf.config, tensors: hf.tensors, tokenizer, storedDtype: hf.storedDtype, notDownloaded: hf.notDownloaded, tokenizerPath: tokPath };
+  checkTokenizerFits(model, tokPath);
+  return model;
 }
 
 function detectFormat(p: string): SourceFormat {
@@ -97,6 +118,8 @@ function loadGguf(p: string): LoadedModel {
     int: (key, fallback) => metaInt(file, key, fallback),
     has: (key) => file.metadata.has(key),
     tensorShape: (name) => tensors.get(name)?.shape ?? null,
+    positive: (key, fallback) => metaPositive(file, key, fallback),
+    tensorCount: tensors.size,
   };
   const config = spec.fromGguf(meta);
   validateConfig(p, config);
@@ -107,10 +130,24 @@ function loadGguf(p: string): LoadedModel {
   return { path: p, format: 'gguf', config, tensors: named, tokenizer, storedDtype: dominantDtype(file.tensors) };
 }
 
+/** As for Hugging Face configs: more blocks than stored tensors is corrupt (and would drive a 2^32-step loop). */
+function blockCount(file: GgufFile, tensorCount: number): number {
+  const n = metaInt(file, 'llama.block_count');
+  if (n > tensorCount) throw new UserError(`${file.path}: metadata llama.block_count is ${n}, but the file holds only ${tensorCount} tensors`);
+  return n;
+}
+
 function metaNumber(file: GgufFile, key: string, fallback?: number): number {
   const v = file.metadata.get(key);
   if (v === undefined && fallback !== undefined) return fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new UserError(`${file.path}: metadata ${key} is missing or not a number`);
+  return v;
+}
+
+/** A norm epsilon or RoPE base of 0 or below makes every activation NaN or nonsense: refuse it with the key's name. */
+function metaPositive(file: GgufFile, key: string, fallback: number): number {
+  const v = metaNumber(file, key, fallback);
+  if (!(v > 0)) throw new UserError(`${file.path}: metadata ${key} must be a positive number, got ${v}`);
   return v;
 }
 
@@ -153,7 +190,7 @@ function loadLlama2c(p: string, tokenizerPath?: string): LoadedModel {
   validateConfig(p, config);
   const tokPath = tokenizerPath ?? findTokenizerBin(p, h.vocabSize);
   const tokenizer = tokPath ? readLlama2cTokenizer(tokPath, h.vocabSize) : null;
-  return { path: p, format: 'llama2c', config, tensors: new Map(file.tensors.map((t) => [t.name, t])), tokenizer, storedDtype: 'F32' };
+  return { path: p, format: 'llama2c', config, tensors: new Map(file.tensors.map((t) => [t.name, t])), tokenizer, storedDtype: 'F32', tokenizerPath: tokPath ?? undefined };
 }
 
 /** llama2.c keeps its tokenizer beside the checkpoint: tokenizer.bin, or tok{vocab}.bin for custom vocabularies. */

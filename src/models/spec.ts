@@ -4,6 +4,7 @@
  * head — with the hooks it exposes. Loading (hf.ts, load.ts), `random-model`, the memory estimate and the weight
  * binding all derive from the spec; a family is one file exporting one (llama.ts, gpt2.ts), listed in registry.ts.
  */
+import { UserError } from '../errors.js';
 import type { Graph } from '../graph/graph.js';
 import type { Value } from '../graph/value.js';
 import type { Family, Hook, ModelConfig } from './config.js';
@@ -43,6 +44,17 @@ export interface HfConfigInput {
   json: Record<string, unknown>;
   /** Whether the checkpoint stores a tensor of this (full, as stored) Hugging Face name. */
   has(hfName: string): boolean;
+  /** How many tensors the checkpoint stores (and, for a partial snapshot, would store): bounds the layer count. */
+  tensorCount: number;
+}
+
+/**
+ * Every layer stores several tensors, so a layer count above the number of stored tensors is corrupt; refusing it
+ * keeps the per-layer loops from running (and allocating) 2^32 times on a bogus value.
+ */
+export function layerCount(input: HfConfigInput, key: string, n: number): number {
+  if (n > input.tensorCount) throw new UserError(`${input.path}: ${key} is ${n}, but the checkpoint holds only ${input.tensorCount} tensors`);
+  return n;
 }
 
 export interface HfReading {
@@ -61,6 +73,10 @@ export interface GgufMeta {
   has(key: string): boolean;
   /** Shape of a stored tensor, or null. */
   tensorShape(name: string): readonly number[] | null;
+  /** A number that must be > 0 (norm epsilon, rope base): a corrupt or negative value is refused. */
+  positive(key: string, fallback: number): number;
+  /** How many tensors the file holds: bounds the block count. */
+  tensorCount: number;
 }
 
 /** The block function of one graph: block `layer` on x, computing hooks up to `upTo` and leaving later ones out. */

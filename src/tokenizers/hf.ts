@@ -7,9 +7,10 @@
  * token with a well-known name ("<|begin_of_text|>", "<s>", "<bos>", ...). GPT-2 style vocabularies have no BOS of
  * their own: when none is found and EOS is "<|endoftext|>", that token is both (as GPT-2 was trained).
  */
-import fs from 'node:fs';
 import { Tokenizer as HfTokenizerClass } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
+import { readSmallText } from '../formats/files.js';
+import { checkEncodeLength } from './limits.js';
 import type { Tokenizer } from './types.js';
 
 /**
@@ -65,18 +66,26 @@ export class HfJsonTokenizer implements Tokenizer {
     }
     this.vocab = this.hf.model!.vocab;
     this.vocabSize = this.vocab.length;
+    if (this.vocabSize === 0) throw new UserError(`${source}: the vocabulary is empty`);
     for (const [id, t] of this.hf.get_added_tokens_decoder()) if (t.special) this.special.set(id, t.content);
 
     const idOf = (token: string): number | null => this.hf.token_to_id(token) ?? null;
     this.eosId = firstKnown(EOS_NAMES, idOf);
     let bos = bosFromPostProcessor(json.post_processor, idOf) ?? firstKnown(BOS_NAMES, idOf);
     if (bos === null && this.eosId !== null && this.vocab[this.eosId] === GPT2_EOT) bos = this.eosId;
+    if (bos !== null && !this.isKnownId(bos)) {
+      throw new UserError(`${source}: the post-processor's first special token has id ${bos}, outside the vocabulary (0..${this.vocabSize - 1})`);
+    }
     this.bosId = bos;
+    // The library checks a malformed pipeline (a "single" template that is not a list, say) only when it first
+    // encodes: encode once now, so such a file fails when it is loaded, as a UserError naming it.
+    this.runHf('a b');
     this.byteLevel = hasType(json.decoder, 'ByteLevel') || (model.type === 'BPE' && hasType(json.pre_tokenizer, 'ByteLevel'));
   }
 
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
-    const { ids, tokens } = this.hf.encode(text, { add_special_tokens: false });
+    checkEncodeLength(this.source, text);
+    const { ids, tokens } = this.runHf(text);
     const out: number[] = opts.bos && this.bosId !== null ? [this.bosId] : [];
     ids.forEach((id, i) => {
       if (typeof id !== 'number') {
@@ -112,8 +121,21 @@ export class HfJsonTokenizer implements Tokenizer {
     return text;
   }
 
+  /** The library's encode; its own exceptions come from the file's pipeline definition, so they name the file. */
+  private runHf(text: string): { ids: (number | undefined)[]; tokens: string[] } {
+    try {
+      return this.hf.encode(text, { add_special_tokens: false });
+    } catch (e) {
+      throw new UserError(`${this.source}: malformed tokenizer.json pipeline: ${oneLine(String((e as Error).message ?? e))}`);
+    }
+  }
+
+  private isKnownId(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.vocab[id] !== undefined;
+  }
+
   private checkId(tokenId: number): void {
-    if (!Number.isInteger(tokenId) || tokenId < 0 || tokenId >= this.vocabSize || this.vocab[tokenId] === undefined) {
+    if (!this.isKnownId(tokenId)) {
       throw new UserError(`${this.source}: token id ${tokenId} is outside the vocabulary (0..${this.vocabSize - 1})`);
     }
   }
@@ -124,15 +146,7 @@ function parseTokenizerJson(path: string): Json {
   const fail = (problem: string): never => {
     throw new UserError(`${path}: ${problem}`);
   };
-  let text: string;
-  try {
-    text = fs.readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') fail('no such file');
-    if (code === 'EISDIR') fail('is a directory, expected a tokenizer.json file');
-    fail(`cannot read: ${oneLine((e as Error).message)}`);
-  }
+  const text = readSmallText(path, 'tokenizer.json file');
   let json: unknown;
   try {
     json = JSON.parse(text!);
@@ -151,6 +165,18 @@ function parseTokenizerJson(path: string): Json {
   if (type === 'WordPiece' && !isObject(model.vocab)) fail('WordPiece model needs a "vocab" object');
   if (type === 'Unigram' && !Array.isArray(model.vocab)) fail('Unigram model needs a "vocab" array of [piece, score]');
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) fail('"added_tokens" is not an array');
+  if (isObject(model.vocab)) checkVocabIds(model.vocab, fail);
+  if (Array.isArray(json.added_tokens)) {
+    json.added_tokens.forEach((t, i) => {
+      if (!isObject(t) || typeof t.content !== 'string' || !isTokenId(t.id)) fail(`added_tokens[${i}] needs a string "content" and an integer "id" from 0`);
+    });
+  }
+  if (Array.isArray(model.vocab)) {
+    model.vocab.forEach((e, i) => {
+      if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'number' || !Number.isFinite(e[1])) fail(`Unigram vocab entry ${i} is not [piece, finite score]`);
+    });
+  }
+  checkPrepend(json.normalizer, fail);
   // The library wants every stage present (null when absent).
   return {
     ...json,
@@ -161,6 +187,37 @@ function parseTokenizerJson(path: string): Json {
     post_processor: json.post_processor ?? null,
     decoder: json.decoder ?? null,
   };
+}
+
+/** Ids index arrays: the library trusts them, so -1, 0.5 or 1e308 would come back out of encode() as "ids". */
+const MAX_TOKEN_ID = 2 ** 31 - 1;
+
+function isTokenId(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_TOKEN_ID;
+}
+
+function checkVocabIds(vocab: Json, fail: (p: string) => never): void {
+  const seen = new Map<number, string>();
+  for (const [token, id] of Object.entries(vocab)) {
+    if (!isTokenId(id)) fail(`vocab token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, expected an integer from 0 to ${MAX_TOKEN_ID}`);
+    const other = seen.get(id);
+    if (other !== undefined) fail(`vocab id ${id} is used by both ${JSON.stringify(other)} and ${JSON.stringify(token)}`);
+    seen.set(id, token);
+  }
+}
+
+/**
+ * Real Prepend normalizers add one marker ("▁"). A long one makes every text one giant word whose BPE merge is
+ * quadratic (100,000 characters: over 30 s per encode), so a prepend beyond this is refused as corrupt.
+ */
+const MAX_PREPEND_CHARS = 256;
+
+function checkPrepend(stage: unknown, fail: (p: string) => never): void {
+  if (!isObject(stage)) return;
+  if (stage.type === 'Prepend' && typeof stage.prepend === 'string' && stage.prepend.length > MAX_PREPEND_CHARS) {
+    fail(`normalizer Prepend adds ${stage.prepend.length} characters (at most ${MAX_PREPEND_CHARS} accepted)`);
+  }
+  if (Array.isArray(stage.normalizers)) for (const s of stage.normalizers) checkPrepend(s, fail);
 }
 
 /** The special token a post-processor puts before a single sequence, if any. */

@@ -5,6 +5,7 @@
  * piece with the highest score, leftmost on ties.
  */
 import { UserError } from '../errors.js';
+import { checkEncodeLength } from './limits.js';
 import type { GgufFile } from '../formats/gguf.js';
 import type { Tokenizer } from './types.js';
 
@@ -49,6 +50,8 @@ export class SentencePieceTokenizer implements Tokenizer {
     const V = pieces.length;
     if (V === 0) fail('tokenizer vocabulary is empty');
     if (scores.length !== V) fail(`tokenizer has ${V} pieces but ${scores.length} scores`);
+    // A NaN score compares false with everything, so merges would silently depend on heap order: refuse it.
+    for (let id = 0; id < V; id++) if (Number.isNaN(scores[id])) fail(`score of token ${id} is NaN`);
     if (types && types.length !== V) fail(`tokenizer has ${V} pieces but ${types.length} token types`);
     for (const [name, id] of [['BOS', bosId], ['EOS', eosId]] as const) {
       if (id !== null && !(Number.isInteger(id) && id >= 0 && id < V)) fail(`${name} id ${id} is outside the vocabulary (${V} tokens)`);
@@ -83,6 +86,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    checkEncodeLength(this.source, text);
     const ids: number[] = [];
     if (opts.bos && this.bosId !== null) ids.push(this.bosId);
     if (text === '') return ids; // no dummy prefix for empty text, as in llama2.c and SentencePiece
