@@ -6,7 +6,7 @@
 import { UserError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
 import { decoderFor } from '../features/embeddings.js';
-import { settingsRecord, Visualizer, type VisualizeSettings } from '../features/visualize.js';
+import { settingsRecord, Visualizer, type RunResult, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
 import { modelHash, modelName } from './hash.js';
 import { featureSelect } from './settings.js';
@@ -48,7 +48,20 @@ export interface BuildSummary {
   elapsed_ms: number;
 }
 
-export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
+/** What a sweep needs before any batch runs: the model's identity, the settings hash and, per block range, the features not yet recorded. */
+export interface BuildPlan {
+  model: { hash: string; name: string };
+  settingsHash: string;
+  plan: { blocks: [number, number]; pending: number[] }[];
+  total: number;
+  skipped: number;
+}
+
+/**
+ * Check the request, register the model and settings in the atlas and list the pending features: the part of a build
+ * that a local build and a queued one (atlas/queue/collector.ts) share.
+ */
+export function planBuild(req: Omit<BuildRequest, 'onProgress'>): BuildPlan {
   const { atlas, runner, hook } = req;
   const model = runner.model;
   // Check everything cheap before hashing the checkpoint or running anything.
@@ -78,6 +91,33 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   });
   const total = req.blocks.length * req.features.length;
   const skipped = total - plan.reduce((n, p) => n + p.pending.length, 0);
+  return { model: { hash, name }, settingsHash, plan, total, skipped };
+}
+
+/** Split a block range's pending features into the batches one visualize call runs (and one queue job carries). */
+export function batchesOf(pending: number[], batch: number): number[][] {
+  const out: number[][] = [];
+  for (let i = 0; i < pending.length; i += batch) out.push(pending.slice(i, i + batch));
+  return out;
+}
+
+/**
+ * Run one batch: the selections `[:, :, f]` for the given features, in order. Local builds and queue workers both
+ * call this, so a queued sweep computes exactly what a local one does.
+ */
+export async function runFeatureBatch(visualizer: Visualizer, settings: VisualizeSettings, features: number[]): Promise<RunResult[]> {
+  const results = await visualizer.visualize({ select: `[:, :, ${features.join(',')}]`, settings });
+  if (results.length !== features.length) throw new Error(`atlas build: ${results.length} runs for ${features.length} features`);
+  results.forEach((r, k) => {
+    if (r.select !== featureSelect(features[k]!)) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${featureSelect(features[k]!)}`);
+  });
+  return results;
+}
+
+export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
+  const { atlas, runner, hook } = req;
+  const model = runner.model;
+  const { model: id, settingsHash, plan, total, skipped } = planBuild(req);
   let inserted = 0;
   let failed = 0;
   const t0 = performance.now();
@@ -88,16 +128,12 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   const visualizer = new Visualizer(runner, model.tokenizer, decoderFor(model));
   for (const { blocks, pending } of plan) {
     const settings: VisualizeSettings = { ...req.settings, blocks, hook };
-    for (let i = 0; i < pending.length; i += settings.batch) {
-      const chunk = pending.slice(i, i + settings.batch);
-      const results = await visualizer.visualize({ select: `[:, :, ${chunk.join(',')}]`, settings });
-      results.forEach((r, k) => {
-        if (r.select !== featureSelect(chunk[k]!)) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${featureSelect(chunk[k]!)}`);
-      });
-      inserted += atlas.insertResults(hash, settingsHash, results);
+    for (const chunk of batchesOf(pending, settings.batch)) {
+      const results = await runFeatureBatch(visualizer, settings, chunk);
+      inserted += atlas.insertResults(id.hash, settingsHash, results);
       failed += results.filter((r) => r.status === 'failed').length;
       report(blocks);
     }
   }
-  return { model: { hash, name }, settings_hash: settingsHash, total, skipped, inserted, failed, elapsed_ms: Math.round(performance.now() - t0) };
+  return { model: id, settings_hash: settingsHash, total, skipped, inserted, failed, elapsed_ms: Math.round(performance.now() - t0) };
 }

@@ -9,6 +9,9 @@ import { hookWidth } from '../models/config.js';
 import { optString, requireString } from './args.js';
 import { MODEL_FLAGS, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
+import { queuedBuild } from '../atlas/queue/collector.js';
+import { parseQueueUrl } from '../atlas/queue/connection.js';
+import { formatQueuedFailures } from './queue.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -42,16 +45,19 @@ const buildCommand: Command = {
     'llm-features atlas build --model PATH --db FILE --blocks LIST --features SPEC [--hook resid|mlp|attn]\n' +
     '  [visualize settings: --tokens N --steps N --lr X --lr-end X --optimizer sgd|adam --objective l1|sum|max --C X --topk K\n' +
     '   --decode pinv|nearest-cosine|nearest-l2 --init randn|random-tokens|tokens:TEXT --prefix TEXT --suffix TEXT --bos --seed S\n' +
-    '   --random-draws N] [--batch N] [--json]\n' +
+    '   --random-draws N] [--batch N] [--json] [--queue redis://HOST:PORT[/DB]]\n' +
     '  --blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.\n' +
-    '  Run the same command again to resume: finished records are skipped.',
-  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', ...SETTINGS_FLAGS, json: 'bool' },
+    '  Run the same command again to resume: finished records are skipped.\n' +
+    '  --queue: enqueue the batches as jobs for `llm-features worker` processes and collect their results here.',
+  flags: { ...MODEL_FLAGS, db: 'string', blocks: 'string', hook: 'string', features: 'string', ...SETTINGS_FLAGS, json: 'bool', queue: 'string' },
   async run(flags) {
     const dbPath = requireString(flags, 'db');
     const blocks = parseBlockList(requireString(flags, 'blocks'));
     const hook = parseHook(flags);
     const featureSpec = requireString(flags, 'features');
     parseFeatures(featureSpec);
+    const queueSpec = optString(flags, 'queue');
+    const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
     const runner = openRunner(flags);
     try {
       const features = parseFeatures(featureSpec, hookWidth(runner.config, hook));
@@ -60,7 +66,7 @@ const buildCommand: Command = {
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
       try {
-        const summary = await buildAtlas({
+        const request = {
           atlas,
           runner,
           blocks,
@@ -68,9 +74,12 @@ const buildCommand: Command = {
           features,
           settings,
           onProgress: progress.update,
-          onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
-        });
+          onHash: (file: string, bytes: number) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
+        };
+        const queued = queue ? await queuedBuild({ ...request, queue, tokenizerPath: optString(flags, 'tokenizer') }) : null;
+        const summary = queued ?? (await buildAtlas(request));
         progress.end();
+        if (queued) process.stderr.write(formatQueuedFailures(queued));
         if (flags.json) printJson({ db: dbPath, ...summary });
         else {
           process.stdout.write(
