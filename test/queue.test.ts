@@ -239,6 +239,20 @@ test('a poison job ends as failed records without retries; a job no worker can s
   const failed = records(poison);
   assert.equal(failed.length, 2);
   assert.ok(failed.every((r) => r.status === 'failed' && /exceed the model's context/.test(r.error ?? '')));
+
+  // A job written by another llm-features version is refused (bounded: 3 attempts), never run.
+  const [other] = sweepJobs({ hash: 'e'.repeat(64), name: 'x', path: MODEL }, 'c'.repeat(64), 'resid', SETTINGS, [{ blocks: [1, 1], pending: [0] }]);
+  other!.data.version = '0.0.0-other';
+  await withQueue(async (q) => {
+    await enqueueJobs(q, [other!], 3, 100);
+    let state = '';
+    for (let i = 0; i < 200 && state !== 'failed'; i++, await sleep(25)) state = await q.getJobState(other!.id);
+    const job = await q.getJob(other!.id);
+    assert.equal(state, 'failed');
+    assert.equal(job!.attemptsMade, 3);
+    assert.match(job!.failedReason, /^refused: the job was written by llm-features 0\.0\.0-other, this worker is /);
+  });
+  assert.doesNotMatch(w.log(), new RegExp(`job ${other!.id.slice(0, 13)} started`));
   await stop(w.child);
 
   // A worker whose model folder holds another file under the same name refuses the job; nothing is stored.
@@ -261,6 +275,47 @@ test('a poison job ends as failed records without retries; a job no worker can s
   await stop(good.child);
 });
 
+test('SIGTERM lets a worker finish its job first; a collector killed mid-sweep is rerun and finishes', async () => {
+  const a = await startWorker();
+  const db = path.join(dir, 'graceful.db');
+  const sweep = collect(db, { settings: { ...SETTINGS, steps: 600, seed: 21 } });
+  for (let i = 0; i < 400 && !a.log().includes('started'); i++) await sleep(25);
+  const job = /job (\w+) started/.exec(a.log())?.[1];
+  assert.ok(job);
+  assert.equal(await stop(a.child, 'SIGTERM'), 0);
+  assert.match(a.log(), new RegExp(`job ${job} done[^]*stopped`));
+  const b = await startWorker();
+  assert.equal((await sweep).inserted, 8);
+  assert.equal(records(db).length, 8);
+
+  // The collector as a CLI process, SIGKILLed once its first job is stored; the same command again completes it.
+  const killedDb = path.join(dir, 'collector.db');
+  const args = ['atlas', 'build', '--model', MODEL, '--db', killedDb, '--blocks', '1', '--features', '0-23', '--batch', '4', '--random-draws', '2', '--tokens', '4', '--steps', '150', '--seed', '4', '--queue', QURL, '--json'];
+  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/src/cli/main.js'), ...args], { stdio: 'ignore' });
+  children.add(child);
+  const count = () => {
+    try {
+      return records(killedDb).length;
+    } catch {
+      return 0;
+    }
+  };
+  for (let i = 0; i < 600 && count() === 0 && child.exitCode === null; i++) await sleep(25);
+  assert.equal(child.exitCode, null, 'the collector ended before it could be killed');
+  const before = count();
+  assert.ok(before > 0 && before < 24, `${before} records before the kill`);
+  await stop(child, 'SIGKILL');
+  const rerun = cli(args);
+  assert.equal(rerun.code, 0, rerun.stderr);
+  const s = JSON.parse(rerun.stdout) as { inserted: number; skipped: number; total: number };
+  assert.equal(s.total, 24);
+  assert.equal(s.inserted + s.skipped, 24);
+  const rs = records(killedDb);
+  assert.equal(rs.length, 24);
+  assert.equal(new Set(rs.map(key)).size, 24);
+  assert.equal(await stop(b.child), 0);
+});
+
 test('Redis killed and restarted mid-sweep (AOF): the sweep finishes with every record', async () => {
   const w = await startWorker();
   const db = path.join(dir, 'restart.db');
@@ -279,7 +334,7 @@ test('Redis killed and restarted mid-sweep (AOF): the sweep finishes with every 
   assert.equal(await stop(w.child), 0);
 });
 
-test('bad --queue values are one-line errors with exit code 2', () => {
+test('bad --queue values are one-line errors with exit code 2; a password in the URL reaches Redis', async () => {
   assert.throws(() => parseQueueUrl('http://x:1'), UserError);
   assert.throws(() => parseQueueUrl('redis://h:1/abc'), /database "abc" is not a number/);
   assert.match(parseQueueUrl('redis://:secret@h:1/2').display, /\*\*\*/);
@@ -287,6 +342,18 @@ test('bad --queue values are one-line errors with exit code 2', () => {
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^llm-features: --queue: cannot reach Redis at redis:\/\/127\.0\.0\.1:1/);
   assert.equal(r.stderr.trim().split('\n').length, 1);
+  // Authentication passes through the URL to the client.
+  const authPort = await freePort();
+  const secured = spawn('redis-server', ['--port', String(authPort), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--requirepass', 's3cret'], { stdio: 'ignore' });
+  children.add(secured);
+  for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(authPort), '-a', 's3cret', '--no-auth-warning', 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) spawnSync('sleep', ['0.05']);
+  const ok = cli(['queue', 'status', '--queue', `redis://:s3cret@127.0.0.1:${authPort}`, '--json']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal((JSON.parse(ok.stdout) as { queue: string }).queue, `redis://:***@127.0.0.1:${authPort}`);
+  const denied = cli(['queue', 'status', '--queue', `redis://:wrong@127.0.0.1:${authPort}`]);
+  assert.equal(denied.code, 2);
+  assert.match(denied.stderr, /^llm-features: --queue: cannot reach Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/?: .*(WRONGPASS|invalid)/);
+  assert.doesNotMatch(denied.stderr, /wrong/);
   const w = cli(['worker', '--queue', 'nope']);
   assert.equal(w.code, 2);
   assert.match(w.stderr, /--queue: "nope" is not a URL/);

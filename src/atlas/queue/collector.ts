@@ -5,10 +5,11 @@
  * Nothing here holds state that Redis and the atlas do not: killed and rerun, the collector plans the same pending
  * features, derives the same job ids (enqueueing them again adds nothing) and collects whatever finished meanwhile.
  * Inserts are idempotent by record key, so collecting a job twice (or a job another collector also collected) never
- * duplicates a record. Jobs are polled rather than followed through events, so a Redis restart loses nothing.
+ * duplicates a record. Completion events only speed collection up; a periodic poll of every pending job's state is
+ * what guarantees it, so a Redis restart (or a missed event) loses nothing.
  */
 import path from 'node:path';
-import { Queue, type Job } from 'bullmq';
+import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { RunResult, VisualizeSettings } from '../../features/visualize.js';
 import { batchesOf, planBuild, type BuildRequest, type BuildSummary } from '../build.js';
 import { featureSelect } from '../settings.js';
@@ -24,7 +25,7 @@ export interface QueuedBuildRequest extends BuildRequest {
   attempts?: number;
   /** First retry delay; doubles with each retry (default 1000 ms). */
   backoffMs?: number;
-  /** How often finished jobs are looked for (default 500 ms). */
+  /** How often every pending job's state is checked, besides the completion events (default 2000 ms). */
   pollMs?: number;
   onEnqueued?: (jobs: number) => void;
 }
@@ -130,11 +131,14 @@ export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildS
   const jobs = sweepJobs(ref, settingsHash, req.hook, req.settings, plan);
   const attempts = req.attempts ?? 3;
   const backoffMs = req.backoffMs ?? 1000;
-  const pollMs = req.pollMs ?? 500;
+  const pollMs = req.pollMs ?? 2000;
 
   const connection = redisClient(req.queue);
   const queue = new Queue<JobData, JobResult>(QUEUE_NAME, { connection });
   queue.on('error', () => {});
+  const eventsConnection = redisClient(req.queue);
+  const events = new QueueEvents(QUEUE_NAME, { connection: eventsConnection });
+  events.on('error', () => {});
   const t0 = performance.now();
   let inserted = 0;
   let failed = 0;
@@ -149,9 +153,26 @@ export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildS
     if (plan.length) report(plan[0]!.blocks);
 
     const pending = new Map(jobs.map((j) => [j.id, j]));
+    // Finished jobs announce themselves (QueueEvents) and are collected at once; the full poll catches whatever an
+    // event missed (a Redis restart, jobs removed by drain/cancel) and is the only thing relied on for correctness.
+    const hinted = new Set<string>();
+    let wake: (() => void) | null = null;
+    const hint = ({ jobId }: { jobId: string }) => {
+      if (!pending.has(jobId)) return;
+      hinted.add(jobId);
+      wake?.();
+    };
+    events.on('completed', hint);
+    events.on('failed', hint);
     let firstPass = true;
+    let lastFull = -Infinity;
     while (pending.size) {
-      const ids = [...pending.keys()];
+      // A large sweep is fully polled less often: about one state check per millisecond at most.
+      const fullEvery = Math.max(pollMs, pending.size);
+      const full = performance.now() - lastFull >= fullEvery;
+      const ids = full ? [...pending.keys()] : [...hinted].filter((j) => pending.has(j));
+      hinted.clear();
+      if (full) lastFull = performance.now();
       const states = await Promise.all(ids.map((jid) => queue.getJobState(jid)));
       for (let i = 0; i < ids.length; i++) {
         const jid = ids[i]!;
@@ -185,18 +206,29 @@ export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildS
           }
           pending.delete(jid);
           report(p.data.blocks);
-        } else if (state === 'unknown') {
+        } else if (state === 'unknown' && full) {
           cancelled++;
           pending.delete(jid);
         }
       }
       firstPass = false;
-      // A large sweep is polled less often: about one state check per millisecond at most.
-      if (pending.size) await new Promise((r) => setTimeout(r, Math.max(pollMs, pending.size)));
+      if (pending.size && hinted.size === 0) {
+        const wait = Math.max(0, lastFull + fullEvery - performance.now());
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, wait);
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        wake = null;
+      }
     }
   } finally {
+    await events.close();
     await queue.close();
     connection.disconnect();
+    eventsConnection.disconnect();
   }
   return {
     model: id,
