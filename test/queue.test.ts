@@ -188,7 +188,7 @@ test('a sweep by 2 workers equals a local build record for record; the same comm
   assert.equal(await stop(w2.child), 0);
 });
 
-test('enqueueing the same sweep twice adds each job once; queue drain removes what no worker started', async () => {
+test('enqueueing the same sweep twice adds each job once; queue drain removes what no worker started, queue cancel everything', async () => {
   const settings = { ...SETTINGS, seed: 11 };
   const ref = { hash: 'f'.repeat(64), name: 'x', path: MODEL };
   const plan = [{ blocks: [1, 1] as [number, number], pending: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }];
@@ -204,6 +204,11 @@ test('enqueueing the same sweep twice adds each job once; queue drain removes wh
   assert.equal(drained.code, 0, drained.stderr);
   assert.match(drained.stdout, /removed 3 waiting job/);
   await withQueue(async (q) => assert.equal(await q.getWaitingCount(), 0));
+  await withQueue((q) => enqueueJobs(q, jobs));
+  const cancelled = cli(['queue', 'cancel', '--queue', QURL]);
+  assert.equal(cancelled.code, 0, cancelled.stderr);
+  assert.match(cancelled.stdout, /removed (\d+) job/);
+  await withQueue(async (q) => assert.deepEqual(Object.values(await q.getJobCounts()).reduce((a, b) => a + b, 0), 0));
 });
 
 test('a worker killed with SIGKILL mid-job: another retries it after the lock expires; complete atlas, no duplicates', async () => {
