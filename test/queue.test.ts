@@ -82,7 +82,8 @@ async function startWorker(extra: string[] = []): Promise<{ child: ChildProcess;
 }
 
 async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode;
+  // A child killed by a signal has exitCode null and signalCode set: it is gone, and 'exit' will not fire again.
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
   const done = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
   child.kill(signal);
   return done;
@@ -298,6 +299,7 @@ test('SIGTERM lets a worker finish its job first; a collector killed mid-sweep i
   const args = ['atlas', 'build', '--model', MODEL, '--db', killedDb, '--blocks', '1', '--features', '0-23', '--batch', '4', '--random-draws', '2', '--tokens', '4', '--steps', '150', '--seed', '4', '--queue', QURL, '--json'];
   const child = spawn(process.execPath, [path.join(projectRoot, 'dist/src/cli/main.js'), ...args], { stdio: 'ignore' });
   children.add(child);
+  child.once('exit', () => children.delete(child));
   const count = () => {
     try {
       return records(killedDb).length;
@@ -351,6 +353,7 @@ test('bad --queue values are one-line errors with exit code 2; a password in the
   const authPort = await freePort();
   const secured = spawn('redis-server', ['--port', String(authPort), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--requirepass', 's3cret'], { stdio: 'ignore' });
   children.add(secured);
+  secured.once('exit', () => children.delete(secured));
   for (let i = 0; i < 100 && spawnSync('redis-cli', ['-p', String(authPort), '-a', 's3cret', '--no-auth-warning', 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG'; i++) spawnSync('sleep', ['0.05']);
   const ok = cli(['queue', 'status', '--queue', `redis://:s3cret@127.0.0.1:${authPort}`, '--json']);
   assert.equal(ok.code, 0, ok.stderr);
