@@ -8,7 +8,7 @@ import type { ModelRunner } from '../engine/runner.js';
 import type { ReferenceProvider } from '../features/calibrate.js';
 import { decoderFor } from '../features/embeddings.js';
 import { settingsRecord } from '../features/settings.js';
-import { Visualizer, type VisualizeSettings } from '../features/visualize.js';
+import { Visualizer, type RunResult, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
 import { modelHash, modelName } from './hash.js';
 import { featureSelect } from './settings.js';
@@ -59,7 +59,21 @@ export interface BuildSummary {
 /** The selection of a direction record: every position; the direction stands for the feature axis. */
 const DIRECTION_SELECT = '[:, :, :]';
 
-export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
+/** What a sweep needs before any batch runs: the model's identity, the settings hash and, per block range, what is not yet recorded. */
+export interface BuildPlan {
+  model: { hash: string; name: string };
+  settingsHash: string;
+  /** Pending features per block range; `null` is the one direction record of a direction sweep. */
+  plan: { blocks: [number, number]; pending: (number | null)[] }[];
+  total: number;
+  skipped: number;
+}
+
+/**
+ * Check the request, register the model and settings in the atlas and list what is pending: the part of a build that
+ * a local build and a queued one (atlas/queue/collector.ts) share.
+ */
+export function planBuild(req: Omit<BuildRequest, 'onProgress'>): BuildPlan {
   const { atlas, runner, hook } = req;
   const model = runner.model;
   // Check everything cheap before hashing the checkpoint or running anything.
@@ -86,14 +100,44 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   const sample: VisualizeSettings = { ...req.settings, blocks: req.blocks[0]!, hook };
   const settingsHash = atlas.upsertSettings(settingsRecord(sample));
 
-  // One selection per feature, or the one direction selection; a chunk of single features runs as one visualize call.
-  const selects = direction ? [DIRECTION_SELECT] : req.features.map(featureSelect);
+  // One selection per feature, or the one direction selection.
+  const perRange = direction ? 1 : req.features.length;
   const plan = req.blocks.map((blocks) => {
     const finished = atlas.finishedSelects(hash, blocks, hook, settingsHash);
-    return { blocks, pending: req.features.length ? req.features.filter((f) => !finished.has(featureSelect(f))) : finished.has(DIRECTION_SELECT) ? [] : [null] };
+    const pending: (number | null)[] = direction ? (finished.has(DIRECTION_SELECT) ? [] : [null]) : req.features.filter((f) => !finished.has(featureSelect(f)));
+    return { blocks, pending };
   });
-  const total = req.blocks.length * selects.length;
+  const total = req.blocks.length * perRange;
   const skipped = total - plan.reduce((n, p) => n + p.pending.length, 0);
+  return { model: { hash, name }, settingsHash, plan, total, skipped };
+}
+
+/** Split a block range's pending features into the batches one visualize call runs (and one queue job carries). */
+export function batchesOf<T>(pending: T[], batch: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < pending.length; i += batch) out.push(pending.slice(i, i + batch));
+  return out;
+}
+
+/**
+ * Run one batch: the selections `[:, :, f]` for the given features in order (or, for `[null]`, the direction record).
+ * Local builds and queue workers both call this, so a queued sweep computes exactly what a local one does.
+ */
+export async function runFeatureBatch(visualizer: Visualizer, settings: VisualizeSettings, features: (number | null)[], reference?: ReferenceProvider): Promise<RunResult[]> {
+  const want = features.map((f) => (f === null ? DIRECTION_SELECT : featureSelect(f)));
+  const select = features[0] === null ? DIRECTION_SELECT : `[:, :, ${features.join(',')}]`;
+  const results = await visualizer.visualize({ select, settings, ...(reference ? { reference } : {}) });
+  if (results.length !== features.length) throw new Error(`atlas build: ${results.length} runs for ${features.length} selections`);
+  results.forEach((r, k) => {
+    if (r.select !== want[k]) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${want[k]}`);
+  });
+  return results;
+}
+
+export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
+  const { atlas, runner, hook } = req;
+  const model = runner.model;
+  const { model: id, settingsHash, plan, total, skipped } = planBuild(req);
   let inserted = 0;
   let failed = 0;
   const t0 = performance.now();
@@ -104,19 +148,13 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   const visualizer = new Visualizer(runner, model.tokenizer, decoderFor(model));
   for (const { blocks, pending } of plan) {
     const settings: VisualizeSettings = { ...req.settings, blocks, hook };
-    for (let i = 0; i < pending.length; i += settings.batch) {
-      const chunk = pending.slice(i, i + settings.batch);
-      const want = chunk.map((f) => (f === null ? DIRECTION_SELECT : featureSelect(f)));
-      const select = direction ? DIRECTION_SELECT : `[:, :, ${chunk.join(',')}]`;
-      const results = await visualizer.visualize({ select, settings, ...(req.reference ? { reference: req.reference } : {}) });
-      results.forEach((r, k) => {
-        if (r.select !== want[k]) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${want[k]}`);
-      });
+    for (const chunk of batchesOf(pending, settings.batch)) {
+      const results = await runFeatureBatch(visualizer, settings, chunk, req.reference);
       for (const r of results) r.provenance = { ...req.runOptions, device: runner.device, version: VERSION };
-      inserted += atlas.insertResults(hash, settingsHash, results);
+      inserted += atlas.insertResults(id.hash, settingsHash, results);
       failed += results.filter((r) => r.status === 'failed').length;
       report(blocks);
     }
   }
-  return { model: { hash, name }, settings_hash: settingsHash, total, skipped, inserted, failed, elapsed_ms: Math.round(performance.now() - t0) };
+  return { model: id, settings_hash: settingsHash, total, skipped, inserted, failed, elapsed_ms: Math.round(performance.now() - t0) };
 }

@@ -12,6 +12,9 @@ import { UserError } from '../errors.js';
 import { blockListAndHook, visualizeSettings } from './settings.js';
 import { scanCommand } from './atlas-scan.js';
 import { listScans } from '../atlas/scans.js';
+import { queuedBuild } from '../atlas/queue/collector.js';
+import { parseQueueUrl } from '../atlas/queue/connection.js';
+import { formatQueuedFailures } from './queue.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
 function progressReporter(): { update: (p: BuildProgress) => void; end: () => void } {
@@ -41,13 +44,21 @@ function progressReporter(): { update: (p: BuildProgress) => void; end: () => vo
 const buildCommand: Command = {
   name: 'atlas build',
   summary: 'sweep visualize over block ranges × features into an atlas (resumable)',
-  notes: ['--blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.', 'Run the same command again to resume: finished records are skipped.'],
+  notes: [
+    '--blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.',
+    'Run the same command again to resume: finished records are skipped.',
+    '--queue: enqueue the batches as jobs for `llm-features worker` processes and collect their results here.',
+  ],
   async run(v) {
     const dbPath = v.need('db');
     const { blocks, hook } = blockListAndHook(v);
     const featureSpec = v.str('features');
     if ((featureSpec === undefined) === !v.has('direction')) throw new UserError('--features/--direction: give exactly one of them');
     if (featureSpec !== undefined) parseFeatures(featureSpec);
+    const queueSpec = v.str('queue');
+    const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
+    if (queue && v.has('direction')) throw new UserError('--direction: not through --queue yet (build direction records locally)');
+    if (queue && (v.has('corpus') || v.has('scan-db'))) throw new UserError('--queue: percentiles (--corpus/--scan-db) are not computed by workers yet');
     const runner = openRunner(v);
     try {
       const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, hookWidth(runner.config, hook));
@@ -57,7 +68,7 @@ const buildCommand: Command = {
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
       try {
-        const summary = await buildAtlas({
+        const request = {
           atlas,
           runner,
           blocks,
@@ -66,10 +77,13 @@ const buildCommand: Command = {
           settings,
           runOptions: runOptions('atlas build', v.given),
           onProgress: progress.update,
-          onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
+          onHash: (file: string, bytes: number) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
           ...(reference ? { reference } : {}),
-        });
+        };
+        const queued = queue ? await queuedBuild({ ...request, queue, tokenizerPath: v.str('tokenizer') }) : null;
+        const summary = queued ?? (await buildAtlas(request));
         progress.end();
+        if (queued) process.stderr.write(formatQueuedFailures(queued));
         if (v.bool('json')) printJson({ db: dbPath, ...summary });
         else {
           process.stdout.write(

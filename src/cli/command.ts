@@ -6,7 +6,7 @@ import type { Values } from './args.js';
  * the settings table's entries for its name; nothing here lists them again.
  */
 export interface Command {
-  name: CommandName | 'atlas';
+  name: CommandName | 'atlas' | 'queue';
   summary: string;
   /** Paragraphs printed after the flags in `--help`. */
   notes?: string[];

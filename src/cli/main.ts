@@ -18,8 +18,10 @@ import { randomModelCommand } from './random-model.js';
 import { serveCommand } from './serve.js';
 import { tokenizeCommand } from './tokenize.js';
 import { visualizeCommand } from './visualize.js';
+import { queueCommand } from './queue.js';
+import { workerCommand } from './worker.js';
 
-const COMMAND_LIST: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand, devicesCommand];
+const COMMAND_LIST: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand, devicesCommand, workerCommand, queueCommand];
 
 const version = () => VERSION;
 

@@ -43,6 +43,10 @@ export const COMMANDS = [
   'atlas ls',
   'serve',
   'devices',
+  'worker',
+  'queue status',
+  'queue drain',
+  'queue cancel',
 ] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
@@ -329,9 +333,9 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'reject candidates whose text does not encode back to the same ids', record: { key: 'retokenize', in: 'refine', always: true } },
 
   // ---- run options: provenance, not settings -------------------------------------------------------------------
-  { flag: 'threads', engine: true, param: 'threads', kind: 'int', min: 1, max: 256, default: 2, metavar: 'N', group: 'run', scope: 'run', commands: RUNNING_COMMANDS,
+  { flag: 'threads', engine: true, param: 'threads', kind: 'int', min: 1, max: 256, default: 2, metavar: 'N', group: 'run', scope: 'run', commands: [...RUNNING_COMMANDS, 'worker'],
     describe: 'onnxruntime intra-op threads' },
-  { flag: 'low-memory', engine: true, param: 'lowMemory', kind: 'bool', default: false, group: 'run', scope: 'run', commands: RUNNING_COMMANDS,
+  { flag: 'low-memory', engine: true, param: 'lowMemory', kind: 'bool', default: false, group: 'run', scope: 'run', commands: [...RUNNING_COMMANDS, 'worker'],
     describe: 'keep weights file-backed (no prepacking): about half the memory, slower at batch 1' },
   { flag: 'device', engine: true, param: 'device', kind: 'enum', choices: ['cpu', 'webgpu'], metavar: 'D', group: 'run', scope: 'run', commands: [...MODEL_COMMANDS, 'devices'],
     describe: 'where the graphs run: cpu, or webgpu (onnxruntime\'s bundled WebGPU provider; a GPU or a Vulkan driver such as SwiftShader); default LLMF_DEVICE, else cpu' },
@@ -365,7 +369,16 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'address to bind (0.0.0.0 exposes the atlas to the network)' },
   { flag: 'quiet', param: 'quiet', kind: 'bool', default: false, group: 'output', scope: 'input', commands: ['serve'],
     describe: 'no request log on stderr' },
-  { flag: 'json', param: 'json', kind: 'bool', default: false, group: 'output', scope: 'input', commands: JSON_COMMANDS,
+  { flag: 'queue', param: 'queue', kind: 'string', metavar: 'URL', group: 'run', scope: 'input', commands: ['atlas build', 'worker', 'queue status', 'queue drain', 'queue cancel'],
+    required: ['worker', 'queue status', 'queue drain', 'queue cancel'],
+    describe: 'a Redis queue, redis://[:PASS@]HOST:PORT[/DB] or rediss://: atlas build enqueues its batches as jobs for workers and collects the results' },
+  { flag: 'concurrency', param: 'concurrency', kind: 'int', min: 1, max: 64, default: 1, metavar: 'N', group: 'run', scope: 'input', commands: ['worker'],
+    describe: 'jobs run at once' },
+  { flag: 'models', param: 'models', kind: 'path', metavar: 'DIR', group: 'model', scope: 'input', commands: ['worker'],
+    describe: "open each job's model (and tokenizer) by its basename in DIR instead of the path it was enqueued with" },
+  { flag: 'lock-ms', param: 'lockMs', kind: 'int', min: 1000, max: 3_600_000, default: 30_000, metavar: 'MS', group: 'run', scope: 'input', commands: ['worker'],
+    describe: 'job lock length; a worker that dies holding a job loses it after this long (also the stalled-job check interval)' },
+  { flag: 'json', param: 'json', kind: 'bool', default: false, group: 'output', scope: 'input', commands: [...JSON_COMMANDS, 'queue status'],
     describe: 'print one JSON document instead of text' },
 ];
 
