@@ -314,3 +314,36 @@ test('writeSafetensors: streamed chunks, 8-byte-aligned header, readable by read
   assert.throws(() => writeSafetensors(bad, [{ name: 'x', dtype: 'F32', shape: [2], chunks: () => float32Chunks(3, () => 0) }]), /more than/);
   assert.throws(() => safetensorsHeader([{ name: 'x', dtype: 'F32', shape: [1] }, { name: 'x', dtype: 'F32', shape: [1] }]), /listed twice/);
 });
+
+test('random-model --keep-embeddings: the trained embedding table, positions, final norm and head bit for bit; blocks as the full redraw draws them', () => {
+  const bits = (m: LoadedModel, name: string) => Buffer.from(toFloat32(m.tensors.get(name)!).buffer.slice(0));
+  for (const source of [bin, gguf, gpt2, fixturePath('hf/llama-gqa-bf16')]) {
+    const tag = path.basename(source).replace(/\W/g, '_');
+    const keptDir = path.join(root, `keep-${tag}`);
+    const fullDir = path.join(root, `full-${tag}`);
+    const r = cli(['random-model', '--like', source, '--out', keptDir, '--keep-embeddings', '--seed', '3', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(cli(['random-model', '--like', source, '--out', fullDir, '--seed', '3']).code, 0);
+    const like = loadModel(source);
+    const kept = loadModel(keptDir);
+    const full = loadModel(fullDir);
+    const summary = JSON.parse(r.stdout) as { kept: string[] };
+    assert.ok(summary.kept.length >= 2, `${source}: kept ${summary.kept.join(', ')}`);
+    const n = like.config.nLayers;
+    for (const name of kept.tensors.keys()) {
+      const layer = /(?:^blk\.|(?:^|\.)h\.|layers\.)(\d+)\./.exec(name);
+      if (!layer && like.tensors.has(name)) {
+        // Outside the blocks: the source's values exactly (converted to f32 from its stored dtype).
+        assert.ok(bits(kept, name).equals(bits(like, name)), `${source}: ${name} kept`);
+      } else if (layer && Number(layer[1]) < n) {
+        // Inside the blocks: fresh, and the same draw as the full redraw with this seed.
+        assert.ok(bits(kept, name).equals(bits(full, name)), `${source}: ${name} as the redraw draws it`);
+        if (like.tensors.get(name)!.shape.length === 2) assert.ok(!bits(kept, name).equals(bits(like, name)), `${source}: ${name} is not the trained one`);
+      }
+    }
+  }
+  const embd = (m: LoadedModel) => [...m.tensors.keys()].find((k) => /embd|wte|embed_tokens/.test(k))!;
+  const trained = loadModel(bin);
+  const redrawn = loadModel(path.join(root, `full-${path.basename(bin).replace(/\W/g, '_')}`));
+  assert.ok(!bits(redrawn, embd(redrawn)).equals(bits(trained, embd(trained))), 'the full redraw changes the table');
+});

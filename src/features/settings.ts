@@ -170,6 +170,8 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'checkpoint: a .gguf file, a llama2.c .bin, or a Hugging Face folder (config.json + safetensors)' },
   { flag: 'tokenizer', engine: true, param: 'tokenizer', kind: 'path', metavar: 'PATH', group: 'model', scope: 'run', commands: [...MODEL_COMMANDS, 'random-model'],
     describe: 'a llama2.c tokenizer.bin (default: tok{vocab}.bin or tokenizer.bin beside a .bin checkpoint)' },
+  { flag: 'keep-embeddings', param: 'keepEmbeddings', kind: 'bool', default: false, group: 'model', scope: 'input', commands: ['random-model'],
+    describe: 'keep the trained embedding table (and position table), final norm and head; draw only the blocks fresh' },
   { flag: 'like', param: 'like', kind: 'path', metavar: 'PATH', group: 'model', scope: 'input', commands: ['random-model'], required: ['random-model'],
     describe: 'the trained checkpoint whose architecture and tokenizer the control copies' },
   { flag: 'out', param: 'out', kind: 'path', metavar: 'PATH', group: 'output', scope: 'input', commands: ['random-model', 'generate'], required: ['random-model'],

@@ -19,7 +19,9 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, r
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { paramError, UserError } from '../errors.js';
+import { toFloat32 } from '../formats/dequant.js';
 import { float32Chunks, writeSafetensors, type TensorSource } from '../formats/safetensors-write.js';
+import type { StoredTensor } from '../formats/types.js';
 import { readLlama2cTokenizer } from '../tokenizers/llama2c.js';
 import { SentencePieceTokenizer, TokenType } from '../tokenizers/sentencepiece.js';
 import type { Tokenizer } from '../tokenizers/types.js';
@@ -51,6 +53,12 @@ export interface RandomModelOptions {
    * tokenizer is found from the source itself (a Hugging Face folder's tokenizer.json).
    */
   tokenizerPath?: string;
+  /**
+   * Keep the source's trained tensors outside the blocks — the token embedding table (and GPT-2's position table), the
+   * final norm and the head — and draw only the blocks fresh. This control separates what the trained embedding
+   * table explains (the skip path) from what trained blocks add: a full redraw changes both at once.
+   */
+  keepEmbeddings?: boolean;
 }
 
 export interface RandomModelSummary {
@@ -69,6 +77,8 @@ export interface RandomModelSummary {
   /** Every file in the folder, sorted. */
   files: string[];
   tiedHead: boolean;
+  /** Hugging Face names of the tensors copied from the source (`keepEmbeddings`); empty for a full redraw. */
+  kept: string[];
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -152,8 +162,16 @@ export function writeRandomModel(like: LoadedModel, out: string, opts: RandomMod
     const tokenizer = writeTokenizer(like, tmp, opts.tokenizerPath);
     const configJson = hfConfigJson(config, like.tokenizer, std);
     writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(configJson, null, 2) + '\n');
-    const metadata = { format: 'pt', 'llm_features.init': `random: normal(0, ${std}) linear and embedding weights, norms 1, biases 0`, 'llm_features.seed': String(seed) };
-    const written = writeSafetensors(path.join(tmp, 'model.safetensors'), randomTensorSources(plan, seed), metadata);
+    const kept = opts.keepEmbeddings ? keptTensors(like, config) : new Map<string, StoredTensor>();
+    const init = kept.size
+      ? `blocks random: normal(0, ${std}) linear weights, norms 1, biases 0; ${[...kept.keys()].join(', ')} copied from the trained source`
+      : `random: normal(0, ${std}) linear and embedding weights, norms 1, biases 0`;
+    const metadata = { format: 'pt', 'llm_features.init': init, 'llm_features.seed': String(seed) };
+    const sources = randomTensorSources(plan, seed).map((s) => {
+      const src = kept.get(s.name);
+      return src ? keptSource(s, src) : s;
+    });
+    const written = writeSafetensors(path.join(tmp, 'model.safetensors'), sources, metadata);
     const files = readdirSync(tmp).sort();
     // rename(2) replaces an empty directory on POSIX but not on Windows; the emptiness was checked above.
     if (existsSync(target)) rmdirSync(target);
@@ -169,6 +187,7 @@ export function writeRandomModel(like: LoadedModel, out: string, opts: RandomMod
       tokenizer,
       files,
       tiedHead: config.tiedHead,
+      kept: [...kept.keys()],
     };
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
@@ -177,6 +196,29 @@ export function writeRandomModel(like: LoadedModel, out: string, opts: RandomMod
     if (code) throw paramError('out', `cannot write ${out} (${code})`);
     throw e;
   }
+}
+
+/** The source's tensors outside the blocks (layer before the first block or after the last), by the output's HF name. */
+function keptTensors(like: LoadedModel, config: ModelConfig): Map<string, StoredTensor> {
+  const out = new Map<string, StoredTensor>();
+  for (const t of specOf(config).tensors(config)) {
+    if (t.layer >= 0 && t.layer < config.nLayers) continue;
+    const src = like.tensors.get(t.name);
+    if (!src) throw new UserError(`${like.path}: has no ${t.name} to keep (--keep-embeddings)`);
+    out.set(t.hf, src);
+  }
+  return out;
+}
+
+/** A kept tensor as a safetensors source: the source's values as float32 (converted from its stored dtype). */
+function keptSource(planned: TensorSource, src: StoredTensor): TensorSource {
+  return {
+    ...planned,
+    chunks: () => {
+      const f = toFloat32(src);
+      return [new Uint8Array(f.buffer, f.byteOffset, f.byteLength)];
+    },
+  };
 }
 
 /** `out` may not exist yet, or be an empty directory; anything else is refused before any work is done. */
