@@ -170,6 +170,13 @@ test('a sweep by 2 workers equals a local build record for record; the same comm
     assert.deepEqual(q.topk, l.topk);
     assert.equal(q.status, l.status);
     for (const k of ['continuous', 'decoded', 'random'] as const) assert.ok(Math.abs((q.activation[k] ?? 0) - (l.activation[k] ?? 0)) <= 1e-4, `${key(q)} ${k}`);
+    // Provenance, as a local build stamps it: the worker's run options, the device and the version.
+    const p = (q as { provenance?: Record<string, unknown> }).provenance;
+    const lp = (l as { provenance?: Record<string, unknown> }).provenance;
+    assert.ok(lp?.version, 'the local record carries its version');
+    assert.equal(p?.version, lp.version);
+    assert.equal(p?.device, 'cpu');
+    assert.equal(typeof p?.worker, 'string');
   }
   // Both workers took part, and between them ran each job once.
   const done = (log: string) => (log.match(/ done in /g) ?? []).length;

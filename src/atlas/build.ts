@@ -121,15 +121,24 @@ export function batchesOf<T>(pending: T[], batch: number): T[][] {
 
 /**
  * Run one batch: the selections `[:, :, f]` for the given features in order (or, for `[null]`, the direction record).
- * Local builds and queue workers both call this, so a queued sweep computes exactly what a local one does.
+ * Local builds and queue workers both call this, so a queued sweep computes exactly what a local one does. Each result
+ * is stamped with the run's provenance (its run options, the device, the version): stored beside it, outside the
+ * settings hash.
  */
-export async function runFeatureBatch(visualizer: Visualizer, settings: VisualizeSettings, features: (number | null)[], reference?: ReferenceProvider): Promise<RunResult[]> {
+export async function runFeatureBatch(
+  visualizer: Visualizer,
+  settings: VisualizeSettings,
+  features: (number | null)[],
+  runOptions: Record<string, unknown>,
+  reference?: ReferenceProvider,
+): Promise<RunResult[]> {
   const want = features.map((f) => (f === null ? DIRECTION_SELECT : featureSelect(f)));
   const select = features[0] === null ? DIRECTION_SELECT : `[:, :, ${features.join(',')}]`;
   const results = await visualizer.visualize({ select, settings, ...(reference ? { reference } : {}) });
   if (results.length !== features.length) throw new Error(`atlas build: ${results.length} runs for ${features.length} selections`);
   results.forEach((r, k) => {
     if (r.select !== want[k]) throw new Error(`atlas build: run ${k} is ${r.select}, expected ${want[k]}`);
+    r.provenance = { ...runOptions, device: visualizer.runner.device, version: VERSION };
   });
   return results;
 }
@@ -149,8 +158,7 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
   for (const { blocks, pending } of plan) {
     const settings: VisualizeSettings = { ...req.settings, blocks, hook };
     for (const chunk of batchesOf(pending, settings.batch)) {
-      const results = await runFeatureBatch(visualizer, settings, chunk, req.reference);
-      for (const r of results) r.provenance = { ...req.runOptions, device: runner.device, version: VERSION };
+      const results = await runFeatureBatch(visualizer, settings, chunk, req.runOptions ?? {}, req.reference);
       inserted += atlas.insertResults(id.hash, settingsHash, results);
       failed += results.filter((r) => r.status === 'failed').length;
       report(blocks);

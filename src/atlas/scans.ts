@@ -93,32 +93,14 @@ export function insertScanFeatures(atlas: Atlas, scanId: number, features: Featu
 
 /** Scans matching a record filter (model, blocks, hook, settings prefix), oldest first. */
 export function listScans(atlas: Atlas, filter: RecordFilter = {}): StoredScan[] {
-  const clauses: string[] = [];
-  const params: unknown[] = [];
-  if (filter.model !== undefined) {
-    const hashes = atlas.resolveModel(filter.model);
-    clauses.push(`s.model_hash IN (${hashes.map(() => '?').join(', ')})`);
-    params.push(...hashes);
-  }
-  if (filter.blocks) {
-    clauses.push('s.block_a = ? AND s.block_b = ?');
-    params.push(filter.blocks[0], filter.blocks[1]);
-  }
-  if (filter.hook !== undefined) {
-    clauses.push('s.hook = ?');
-    params.push(filter.hook);
-  }
-  if (filter.settings !== undefined) {
-    clauses.push("s.settings_hash LIKE ? || '%'");
-    params.push(filter.settings.toLowerCase());
-  }
+  const w = atlas.where(filter, 's');
   const rows = atlas.db
     .prepare(
       `SELECT s.*, m.name AS model_name, st.json AS settings_json, (SELECT count(*) FROM scan_features f WHERE f.scan_id = s.id) AS features
        FROM scans s JOIN models m ON m.hash = s.model_hash JOIN settings st ON st.hash = s.settings_hash
-       ${clauses.length ? `WHERE ${clauses.join(' AND ')}` : ''} ORDER BY s.id`,
+       ${w.sql} ORDER BY s.id`,
     )
-    .all(...params) as ScanRow[];
+    .all(...w.params) as ScanRow[];
   return rows.map((r) => ({
     id: r.id,
     model_hash: r.model_hash,

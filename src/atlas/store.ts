@@ -345,8 +345,7 @@ export class Atlas implements FileHashCache {
    * Insert one batch of results in one transaction: all of them or none. A result whose key is already there (another
    * build got there first) is skipped. Returns how many were inserted.
    */
-  /** `provenance` (e.g. the device) is stored in each record's result JSON: it describes the run, not its settings. */
-  insertResults(modelHash: string, settingsHash: string, results: RunResult[], provenance?: Record<string, string>): number {
+  insertResults(modelHash: string, settingsHash: string, results: RunResult[]): number {
     const insert = this.db.prepare(
       `INSERT INTO records (${RECORD_COLUMNS.join(', ')}) VALUES (${RECORD_COLUMNS.map((c) => '@' + c).join(', ')})
        ON CONFLICT (model_hash, block_a, block_b, hook, select_text, settings_hash) DO NOTHING`,
@@ -372,7 +371,7 @@ export class Atlas implements FileHashCache {
           optimize_ms: r.timings.optimize_ms,
           decode_ms: r.timings.decode_ms,
           verify_ms: r.timings.verify_ms,
-          result_json: JSON.stringify(provenance ? { ...rest, provenance } : rest),
+          result_json: JSON.stringify(rest),
           created_at: now,
         }).changes;
       }
@@ -380,24 +379,28 @@ export class Atlas implements FileHashCache {
     }).immediate();
   }
 
-  private where(filter: RecordFilter): { sql: string; params: unknown[] } {
+  /**
+   * A record filter (model, blocks, hook, settings prefix) as a WHERE clause over a table with those columns, under
+   * `alias` (records `r`, scans `s`); '' when the filter is empty.
+   */
+  where(filter: RecordFilter, alias = 'r'): { sql: string; params: unknown[] } {
     const clauses: string[] = [];
     const params: unknown[] = [];
     if (filter.model !== undefined) {
       const hashes = this.resolveModel(filter.model);
-      clauses.push(`r.model_hash IN (${hashes.map(() => '?').join(', ')})`);
+      clauses.push(`${alias}.model_hash IN (${hashes.map(() => '?').join(', ')})`);
       params.push(...hashes);
     }
     if (filter.blocks) {
-      clauses.push('r.block_a = ? AND r.block_b = ?');
+      clauses.push(`${alias}.block_a = ? AND ${alias}.block_b = ?`);
       params.push(filter.blocks[0], filter.blocks[1]);
     }
     if (filter.hook !== undefined) {
-      clauses.push('r.hook = ?');
+      clauses.push(`${alias}.hook = ?`);
       params.push(filter.hook);
     }
     if (filter.settings !== undefined) {
-      clauses.push("r.settings_hash LIKE ? || '%'");
+      clauses.push(`${alias}.settings_hash LIKE ? || '%'`);
       params.push(filter.settings.toLowerCase());
     }
     return { sql: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', params };

@@ -16,7 +16,7 @@ function flagText(s: Setting, command: CommandName | null = null): string {
 
 function usageLine(command: CommandName, table: readonly Setting[]): string {
   const required = settingsFor(command, table).filter((s) => s.required?.includes(command));
-  return `usage: llm-features ${command} ${required.map((s) => flagText(s, command)).join(' ')}${required.length ? ' ' : ''}[flags]`.replace(/\s+\[flags\]$/, ' [flags]');
+  return ['usage: llm-features', command, ...required.map((s) => flagText(s, command)), '[flags]'].join(' ');
 }
 
 /** `llm-features CMD --help`. */

@@ -23,13 +23,11 @@ import { workerCommand } from './worker.js';
 
 const COMMAND_LIST: Command[] = [inspectCommand, tokenizeCommand, generateCommand, forwardCommand, visualizeCommand, attributeCommand, baselineCommand, invertCommand, randomModelCommand, atlasCommand, serveCommand, devicesCommand, workerCommand, queueCommand];
 
-const version = () => VERSION;
-
 const TOP_HELP = () =>
-  listHelp(`usage: llm-features <command> [flags]   (llm-features ${version()})`, COMMAND_LIST) +
+  listHelp(`usage: llm-features <command> [flags]   (llm-features ${VERSION})`, COMMAND_LIST) +
   "\nrun 'llm-features help <command>' or 'llm-features <command> --help' for its flags; --version prints the version\n";
 
-/** The command (or atlas subcommand) that argv names, and the rest of argv; null when it names none. */
+/** The command (or subcommand) that argv names, and the rest of argv; a user error when it names none. */
 function resolve(argv: string[]): { command: Command; rest: string[] } {
   const [name, ...rest] = argv;
   const command = COMMAND_LIST.find((c) => c.name === name);
@@ -54,7 +52,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (first === '--version' || first === '-V') {
-    process.stdout.write(`${version()}\n`);
+    process.stdout.write(`${VERSION}\n`);
     return 0;
   }
   if (first === '--help' || first === '-h') {

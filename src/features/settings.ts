@@ -460,7 +460,8 @@ export function buildSettings(command: CommandName, given: GivenValues, ctx: Set
   const out: Record<string, unknown> = {};
   const mine = settingsFor(command, table).filter((s) => s.scope !== 'input' && !s.engine);
   for (const s of mine) checkNeeds(s, given, command, table);
-  const refine = given.get('refine') ?? defaultFor(settingByFlag('refine', table) ?? ({} as Setting), command);
+  const refineSetting = settingByFlag('refine', table);
+  const refine = given.get('refine') ?? (refineSetting ? defaultFor(refineSetting, command) : undefined);
   for (const s of mine) {
     if (s.param.startsWith('refine.') && refine === undefined) continue;
     const raw = given.has(s.flag) ? given.get(s.flag) : defaultFor(s, command);
@@ -537,7 +538,8 @@ export function settingsRecord(settings: object, table: readonly Setting[] = SET
     if (stored === undefined) continue;
     if (!s.record.always) {
       const d = defaultFor(s, command);
-      const dStored = d === undefined ? undefined : s.record.encode ? s.record.encode(s.toParam ? safeToParam(s, d) : d) : d;
+      const dParam = d !== undefined && s.toParam ? s.toParam(d, { tokenizer: null }) : d;
+      const dStored = dParam === undefined ? undefined : s.record.encode ? s.record.encode(dParam) : dParam;
       if (JSON.stringify(stored) === JSON.stringify(dStored)) continue;
     }
     if (s.record.in === 'refine') {
@@ -548,14 +550,6 @@ export function settingsRecord(settings: object, table: readonly Setting[] = SET
   // The objective kind of a direction record is "direction": the vector replaces the feature axis.
   if (out.direction !== undefined && 'objective' in out) out.objective = 'direction';
   return out;
-}
-
-function safeToParam(s: Setting, v: unknown): unknown {
-  try {
-    return s.toParam!(v, { tokenizer: null });
-  } catch {
-    return v;
-  }
 }
 
 /**

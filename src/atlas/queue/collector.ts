@@ -8,13 +8,14 @@
  * duplicates a record. Completion events only speed collection up; a periodic poll of every pending job's state is
  * what guarantees it, so a Redis restart (or a missed event) loses nothing.
  */
+import { VERSION } from '../../version.js';
 import path from 'node:path';
 import { Queue, QueueEvents, type Job } from 'bullmq';
 import type { RunResult, VisualizeSettings } from '../../features/visualize.js';
 import { batchesOf, planBuild, type BuildRequest, type BuildSummary } from '../build.js';
 import { featureSelect } from '../settings.js';
 import { checkReachable, redisClient, type QueueUrl } from './connection.js';
-import { buildJobId, LLMF_VERSION, QUEUE_NAME, toWire, type BuildJobData, type JobData, type JobResult, type ModelRef } from './jobs.js';
+import { buildJobId, QUEUE_NAME, toWire, type BuildJobData, type JobData, type JobResult, type ModelRef } from './jobs.js';
 import { REFUSED } from './worker.js';
 
 export interface QueuedBuildRequest extends BuildRequest {
@@ -78,7 +79,7 @@ export function sweepJobs(
   const out: Pending[] = [];
   for (const { blocks, pending } of plan) {
     for (const features of batchesOf(pending, settings.batch)) {
-      const data: BuildJobData = { kind: 'build', version: LLMF_VERSION, model, blocks, hook, features, settings: wire, settings_hash: settingsHash };
+      const data: BuildJobData = { kind: 'build', version: VERSION, model, blocks, hook, features, settings: wire, settings_hash: settingsHash };
       out.push({ id: buildJobId(data), data });
     }
   }

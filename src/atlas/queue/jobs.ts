@@ -7,7 +7,6 @@
  * nothing (BullMQ ignores an add whose id exists). `kind` leaves room for other job types (an `atlas scan` job would
  * carry one feature group and a corpus named by content hash the same way).
  */
-import { readFileSync } from 'node:fs';
 import type { RunResult, VisualizeSettings } from '../../features/visualize.js';
 import type { Hook } from '../../models/config.js';
 import { canonicalJson, sha256Hex } from '../canonical.js';
@@ -16,8 +15,6 @@ import { featureSelect } from '../settings.js';
 /** One queue for every sweep; separate sweeps share it and are told apart by job id (another Redis DB separates more). */
 export const QUEUE_NAME = 'llm-features';
 
-/** The package version: a worker refuses jobs written by another one, whose results might differ. */
-export const LLMF_VERSION: string = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Visualize settings without blocks and hook, as JSON: `objective.direction` is a plain number list. */
 export type WireSettings = Omit<VisualizeSettings, 'blocks' | 'hook' | 'objective'> & {

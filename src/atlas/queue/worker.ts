@@ -8,6 +8,7 @@
  * job's attempts, and the collector never records a refusal as a result. An error in the job itself (a UserError:
  * bad settings for this model) fails at once, without retries: it would fail the same way everywhere.
  */
+import { VERSION } from '../../version.js';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -20,7 +21,7 @@ import { loadModel } from '../../models/load.js';
 import { runFeatureBatch } from '../build.js';
 import { modelHash, type FileHashCache } from '../hash.js';
 import { redisClient, type QueueUrl } from './connection.js';
-import { fromWire, LLMF_VERSION, QUEUE_NAME, type JobData, type JobResult, type ModelRef } from './jobs.js';
+import { fromWire, QUEUE_NAME, type JobData, type JobResult, type ModelRef } from './jobs.js';
 
 /** Prefix of a worker's refusal (this worker cannot serve the job; another might). */
 export const REFUSED = 'refused:';
@@ -122,13 +123,15 @@ export class QueueWorker {
 
   private async process(job: Job<JobData, JobResult>): Promise<JobResult> {
     const d = job.data;
-    if (d.version !== LLMF_VERSION) throw new Error(`${REFUSED} the job was written by llm-features ${d.version}, this worker is ${LLMF_VERSION}`);
+    if (d.version !== VERSION) throw new Error(`${REFUSED} the job was written by llm-features ${d.version}, this worker is ${VERSION}`);
     if (d.kind !== 'build') throw new Error(`${REFUSED} unknown job kind "${String((d as { kind: unknown }).kind)}"`);
     const slot = await this.take(d.model);
     this.opts.onEvent?.({ type: 'start', job: job.id ?? '?', model: d.model.name, blocks: d.blocks, features: d.features.length });
     try {
       const t0 = performance.now();
-      const results = await runFeatureBatch(slot.visualizer, fromWire(d.settings, d.blocks, d.hook), d.features);
+      const settings = fromWire(d.settings, d.blocks, d.hook);
+      const runOptions = { threads: this.opts.threads ?? 2, lowMemory: this.opts.lowMemory === true, batch: settings.batch, worker: this.name };
+      const results = await runFeatureBatch(slot.visualizer, settings, d.features, runOptions);
       const run_ms = performance.now() - t0;
       this.opts.onEvent?.({ type: 'done', job: job.id ?? '?', ms: run_ms });
       return { kind: 'build', results, run_ms, worker: this.name };
