@@ -1,6 +1,6 @@
 // The settings table is the one statement of every setting: flags, records, reproduce commands and help derive from it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -256,4 +256,20 @@ test('the JSON schema\'s settings are the table\'s (scripts/write_schema.mjs wri
   const schema = JSON.parse(readFileSync(path.join(projectRoot, 'schemas/visualize.schema.json'), 'utf8'));
   assert.deepEqual(schema.definitions.run.properties.settings, settingsJsonSchema());
   assert.deepEqual(schema.definitions.run.properties.hook, { enum: [...HOOKS] });
+});
+
+test('atlas build: --features and --direction exclude each other, and --queue refuses what workers do not carry, each one line, exit 2', () => {
+  const base = ['atlas', 'build', '--model', modelPath('stories260K.bin'), '--db', path.join(dir, 'never.db'), '--blocks', '1'];
+  const cases: [string[], string][] = [
+    [[...base, '--features', '0', '--direction', directionFile], 'llm-features: --features/--direction: give exactly one of them\n'],
+    [[...base], 'llm-features: --features/--direction: give exactly one of them\n'],
+    [[...base, '--direction', directionFile, '--queue', 'redis://127.0.0.1:1'], 'llm-features: --direction: not through --queue yet (build direction records locally)\n'],
+    [[...base, '--features', '0', '--corpus', 'c.txt', '--queue', 'redis://127.0.0.1:1'], 'llm-features: --queue: percentiles (--corpus/--scan-db) are not computed by workers yet\n'],
+  ];
+  for (const [args, stderr] of cases) {
+    const r = cli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.equal(r.stderr, stderr);
+  }
+  assert.equal(existsSync(path.join(dir, 'never.db')), false, 'nothing written');
 });
