@@ -36,6 +36,8 @@ export interface InvertSettings {
   decode: DecodeMode;
   /** Standard deviation of the random start (relative to the embedding table's per-element RMS). */
   initScale: number;
+  /** Absolute standard deviation of the start; when set it replaces initScale × the table's RMS. */
+  initStd?: number;
   /** Independent random starts, optimised together as one batch; the lowest final loss is kept. */
   restarts: number;
   seed: number;
@@ -160,12 +162,13 @@ export async function invert(runner: ModelRunner, decoder: Decoder, tokenizer: T
   let ss = 0;
   for (let i = 0; i < E.length; i++) ss += E[i]! * E[i]!;
   const rms = Math.sqrt(ss / E.length);
+  const std = s.initStd ?? s.initScale * rms;
   const x = new Float32Array(R * T * D);
   for (let r = 0; r < R; r++) {
     const normal = normalStream(deriveSeed(s.seed, `invert|${r}`));
     for (let t = 0; t < T; t++) {
       if (fixed.has(t)) x.set(decoder.embedding(ids[t]!), (r * T + t) * D);
-      else for (let i = 0; i < D; i++) x[(r * T + t) * D + i] = s.initScale * rms * normal();
+      else for (let i = 0; i < D; i++) x[(r * T + t) * D + i] = std * normal();
     }
   }
   const feeds = { x, target, l1: new Float32Array(R).fill(s.l1), cos: new Float32Array(R).fill(s.cosine) };

@@ -264,6 +264,10 @@ export const SETTINGS: readonly Setting[] = [
     describe: 'weight of the per-position cosine distance (0: off)', record: { key: 'cosine', always: true } },
   { flag: 'init-scale', param: 'initScale', kind: 'number', min: 0, default: 1, metavar: 'X', group: 'optimisation', scope: 'recorded', commands: ['invert'],
     describe: 'standard deviation of the random start, relative to the embedding table\'s RMS', record: { key: 'init_scale', always: true } },
+  // The original method starts from N(0, 1) whatever the table's scale (stories260K's entries have RMS 0.31), so its
+  // recipe needs an absolute spread; the relative one stays the default.
+  { flag: 'init-std', param: 'initStd', kind: 'number', above: 0, metavar: 'X', group: 'optimisation', scope: 'recorded', commands: ['invert'],
+    describe: 'absolute standard deviation of the random start, instead of --init-scale (the original method: --init-std 1, i.e. N(0, 1))', record: { key: 'init_std' } },
   { flag: 'restarts', param: 'restarts', kind: 'int', min: 1, max: 1024, default: 1, metavar: 'N', group: 'optimisation', scope: 'recorded', commands: ['invert'],
     describe: 'independent starts, optimised as one batch; the lowest final loss is kept', record: { key: 'restarts', always: true } },
 
