@@ -2,7 +2,7 @@
 // identity-rate and nearest-neighbour checks on stories260K (fixed weights, so the counts are exact).
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { CHECK_SAMPLE, Decoder, identityRate, typicalNeighbourCosine, type EmbeddingTable } from '../src/features/decode.js';
+import { CHECK_SAMPLE, Decoder, identityRate, randomDecodeCosine, typicalNeighbourCosine, type EmbeddingTable } from '../src/features/decode.js';
 import { decoderFor } from '../src/features/embeddings.js';
 import { normalTokenIds } from '../src/features/visualize.js';
 import { loadModel } from '../src/models/load.js';
@@ -90,4 +90,17 @@ test('inspect reports the decoder checks', () => {
   assert.equal(d.sampled, false);
   close(d.identity_rate, 238 / 253);
   assert.ok(d.nearest_neighbour_cosine_median > 0.4 && d.nearest_neighbour_cosine_median < 0.7);
+});
+
+test('randomDecodeCosine: on the 2-token identity table its median is exactly 1/√2 (the argmax axis is ≥ 45° away half the time)', () => {
+  // With E = I₂ the pinv decode of x is argmax(x₁, x₂) and the cosine is max(cos θ, sin θ) for a uniform angle θ:
+  // ≥ 1/√2 exactly when θ ∈ [−π/4, 3π/4], half the circle.
+  const d = new Decoder({ data: new Float32Array([1, 0, 0, 1]), vocab: 2, dim: 2 });
+  const r = randomDecodeCosine(d, 'pinv', 4001);
+  assert.equal(r.draws, 4001);
+  assert.ok(Math.abs(r.median - Math.SQRT1_2) < 0.02, `median ${r.median}`);
+  // An orthonormal table decodes the same way by pinv and by cosine, so the yardstick agrees.
+  assert.equal(randomDecodeCosine(d, 'nearest-cosine', 4001).median, r.median);
+  // Seeded: the same draws twice.
+  assert.equal(randomDecodeCosine(d, 'pinv', 101, 7).median, randomDecodeCosine(d, 'pinv', 101, 7).median);
 });

@@ -6,7 +6,7 @@
  * (EᵀE)⁻¹ is cached, computed in float64; decoding a position then costs one d × d and one V × d product.
  */
 import { UserError } from '../errors.js';
-import { uniformStream } from '../util/random.js';
+import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
 
 export type DecodeMode = 'pinv' | 'nearest-cosine' | 'nearest-l2';
 export const DECODE_MODES: readonly DecodeMode[] = ['pinv', 'nearest-cosine', 'nearest-l2'];
@@ -277,4 +277,24 @@ export function typicalNeighbourCosine(
   const m = maxima.length;
   const median = m % 2 === 1 ? maxima[(m - 1) / 2]! : (maxima[m / 2 - 1]! + maxima[m / 2]!) / 2;
   return { median, mean: maxima.reduce((a, b) => a + b, 0) / m, sampled };
+}
+
+/**
+ * The yardstick for "how close to a real token is an optimised embedding": the cosine between random N(0, I) vectors
+ * and their own top-1 decode (`mode`), median over `draws` seeded draws. An optimum whose decode cosine is no higher
+ * than this is no closer to a real token than a point chosen without looking at the model.
+ */
+export function randomDecodeCosine(decoder: Decoder, mode: DecodeMode, draws = 256, seed = 0): { median: number; draws: number } {
+  const d = decoder.table.dim;
+  const normal = normalStream(deriveSeed(seed, 'random-decode-cosine'));
+  const cos: number[] = [];
+  for (let n = 0; n < draws; n++) {
+    const e = Float64Array.from({ length: d }, () => normal());
+    const [top] = topIndices(decoder.scores(e, mode), 1);
+    cos.push(decoder.cosine(e, top!));
+  }
+  cos.sort((a, b) => a - b);
+  const m = cos.length;
+  const median = m === 0 ? NaN : m % 2 === 1 ? cos[(m - 1) / 2]! : (cos[m / 2 - 1]! + cos[m / 2]!) / 2;
+  return { median, draws: m };
 }
