@@ -1,0 +1,41 @@
+/**
+ * How the experiment scripts run llm-features: through the built CLI, exactly as a user would, so that every number
+ * in EXPERIMENTS.md is a CLI output. Each command is shown with the paths a user beside the checkout would type
+ * (`../shared/models/…`, `../shared/corpora/…`, `$W` for the scratch folder).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+export const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+export const models = process.env.LLMF_TEST_MODELS ?? path.resolve(root, '../shared/models');
+export const corpora = path.resolve(root, '../shared/corpora');
+/** Scratch folder for controls and atlases. */
+export const W = process.env.LLMF_EXP_DIR ?? '/tmp/llmf-experiments';
+const entry = path.join(root, 'dist/src/cli/entry.js');
+
+export function shown(args: string[]): string {
+  const q = (a: string) => (/^[\w@%+=:,./$-]+$/.test(a) ? a : `"${a.replace(/(["\\$`])/g, '\\$1')}"`);
+  const rel = (a: string) => a.replaceAll(models, '../shared/models').replaceAll(corpora, '../shared/corpora').replaceAll(W, '$W');
+  return ['llm-features', ...args.map((a) => q(rel(a)))].join(' ');
+}
+
+export const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
+
+/** Runs the CLI and returns its stdout; a failing command stops the experiment (its stderr is passed through). */
+export function cli(args: string[]): string {
+  if (!existsSync(entry)) throw new Error(`${entry}: build first (npm run build)`);
+  log(shown(args));
+  return execFileSync(process.execPath, [entry, ...args], { maxBuffer: 1 << 30, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+export const cliJson = <T>(args: string[]): T => JSON.parse(cli([...args, '--json'])) as T;
+
+/** Replaces the text between `<!-- NAME:begin … -->` and `<!-- NAME:end -->` in a document. */
+export function fillSection(doc: string, name: string, body: string, file: string): string {
+  const begin = doc.indexOf(`<!-- ${name}:begin`);
+  const beginEnd = begin < 0 ? -1 : doc.indexOf('-->', begin) + 3;
+  const end = doc.indexOf(`<!-- ${name}:end -->`);
+  if (begin < 0 || end < beginEnd) throw new Error(`${file}: no <!-- ${name}:begin --> … <!-- ${name}:end --> section to fill`);
+  return doc.slice(0, beginEnd) + '\n' + body + doc.slice(end);
+}
