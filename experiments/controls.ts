@@ -168,8 +168,7 @@ async function main() {
   // ---- selections the atlas does not sweep: one position, combined features ----------------------------------
   const selection = (key: string, model: string, blocks: string, select: string) => {
     const args = ['visualize', '--model', M[model]!, '--blocks', blocks, '--select', select, '--seeds', String(SEEDS), '--corpus', CORPUS];
-    const runs = json<Run[] | { runs: Run[] }>(args);
-    const list = Array.isArray(runs) ? runs : runs.runs;
+    const list = json<{ runs: Run[] }>(args).runs;
     out.selections[key] = { ...summarise(list), ...placement(list), command: shown([...args, '--json']) };
   };
   // One position: [:, t, f] for the last position (every position before it is optimised too, causally).

@@ -1,6 +1,6 @@
 /**
  * EXPERIMENTS.md's generated sections equal what the experiment scripts render from their committed results, so no
- * number in them is typed by hand (regenerate: node dist/experiments/demos.js, node dist/experiments/controls.js).
+ * number in them is typed by hand (regenerate: node dist/experiments/{demos,refine,controls}.js).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -9,6 +9,7 @@ import test from 'node:test';
 import { fillSection } from '../experiments/cli.js';
 import { renderControls, type ControlsResults } from '../experiments/controls-report.js';
 import { renderDemos, type Demo } from '../experiments/demos.js';
+import { renderRefine, type RefineResults } from '../experiments/refine.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const doc = readFileSync(path.join(root, 'EXPERIMENTS.md'), 'utf8');
@@ -16,6 +17,10 @@ const results = (name: string) => JSON.parse(readFileSync(path.join(root, 'exper
 
 test('EXPERIMENTS.md: the demonstrations are the committed outputs of experiments/demos.ts', () => {
   assert.equal(fillSection(doc, 'demos', renderDemos(results('demos.json') as Demo[]), 'EXPERIMENTS.md'), doc);
+});
+
+test('EXPERIMENTS.md: the refinement section is rendered from experiments/results/refine.json', () => {
+  assert.equal(fillSection(doc, 'refine', renderRefine(results('refine.json') as RefineResults), 'EXPERIMENTS.md'), doc);
 });
 
 test('EXPERIMENTS.md: the controls section and the closing table are rendered from experiments/results/controls.json', () => {
