@@ -172,7 +172,7 @@ ${table(['selection', 'model', 'blocks', 'runs', 'selected position = model-free
   }
   out.push(`### Input recovery, with the original's recipe and with the defaults
 
-${r.invert['stories260K|1|original']?.prompts ?? 20} 8-token windows of stories sampled from stories260K (\`generate --samples\`, temperature 1), recovered
+${r.invert['stories260K|1|original']?.prompts ?? '–'} 8-token windows of stories sampled from stories260K (\`generate --samples\`, temperature 1), recovered
 from the \`resid\` output of the blocks by \`invert\` (pseudoinverse decode, no refinement).
 
 \`\`\`sh
