@@ -10,7 +10,7 @@ import { decoderFor, embeddingTable } from '../src/features/embeddings.js';
 import { logitEffects, LOGIT_K } from '../src/features/logit-effects.js';
 import { skipPathStep } from '../src/features/objective.js';
 import { pairwiseAgreement, stabilityOf, startSeed } from '../src/features/stability.js';
-import { VERDICT_THRESHOLDS } from '../src/features/verdict.js';
+import { VERDICT_THRESHOLDS, verdictOf } from '../src/features/verdict.js';
 import { DEFAULT_SETTINGS, Visualizer, type RunResult, type VisualizeSettings } from '../src/features/visualize.js';
 import { loadModel, type LoadedModel } from '../src/models/load.js';
 import { writeRandomModel } from '../src/models/random-model.js';
@@ -271,6 +271,24 @@ test('--seeds K: start 0 is the single run bit for bit; one result per selection
     assert.equal(m.verdict!.some((f) => f.code === 'unstable'), st.agreement < VERDICT_THRESHOLDS.agreement);
   });
   assert.equal(single[0]!.stability, undefined);
+});
+
+test('skip-path and unstable verdicts at their documented thresholds, on hand-made results', () => {
+  const base = { status: 'ok' as const, settings: { objective: 'l1' }, objective: { initial: 500, final: 10 }, activation: { continuous: 99, decoded: 1, random: 0 } };
+  const codes = (r: Parameters<typeof verdictOf>[0]) => verdictOf(r).map((f) => f.code).filter((c) => c !== 'uncalibrated');
+  const stab = (agreement: number) => ({ seeds: 4, agreement, decoded: { min: 0, max: 1, mean: 0.5, std: 0.5 }, percentile: null, best: 0 });
+  assert.deepEqual(codes({ ...base, skip: { share: 0.9 } }), ['skip-path']);
+  assert.deepEqual(codes({ ...base, skip: { share: 0.8999 } }), []);
+  assert.deepEqual(codes({ ...base, skip: { share: null, not_applicable: 'x' } }), []);
+  assert.deepEqual(codes({ ...base, stability: stab(0.79) }), ['unstable']);
+  // 0.8 as a mean of pair fractions may be 0.7999999999999999: still "agrees on 4 of 5", not unstable.
+  assert.deepEqual(codes({ ...base, stability: stab((0 + 0.8 + 1 + 1 + 1 + 1) / 6) }), []);
+  assert.deepEqual(codes({ ...base, stability: stab(0.8) }), []);
+  assert.deepEqual(codes({ ...base, stability: null }), []);
+  const [skip] = verdictOf({ ...base, skip: { share: 0.97 } });
+  assert.match(skip!.message, /^explained by the skip path \(97 %/);
+  const [unstable] = verdictOf({ ...base, stability: stab(0.5) });
+  assert.match(unstable!.message, /^unstable across seeds \(4 starts agree on 50 %/);
 });
 
 // ---- logit effects ------------------------------------------------------------------------------------------------

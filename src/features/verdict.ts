@@ -70,7 +70,9 @@ export function verdictOf(
     out.push({ code: 'skip-path', message: `explained by the skip path (${Math.round(share * 100)} % of the activation is the input itself; threshold ${VERDICT_THRESHOLDS.skipShare * 100} %)` });
   }
   const st = r.stability;
-  if (st && st.agreement < VERDICT_THRESHOLDS.agreement) {
+  // Agreement is a mean of fractions (4/5 averaged over pairs can land a rounding error below 0.8): compare with a
+  // tolerance far below the smallest step one position makes.
+  if (st && st.agreement < VERDICT_THRESHOLDS.agreement - 1e-9) {
     out.push({ code: 'unstable', message: `unstable across seeds (${st.seeds} starts agree on ${Math.round(st.agreement * 100)} % of top-1 tokens; threshold ${VERDICT_THRESHOLDS.agreement * 100} %)` });
   }
   if (!p) out.push({ code: 'uncalibrated', message: 'no real-data percentile (give --corpus FILE)' });
