@@ -92,7 +92,8 @@ export async function logitEffects(
       const input = g.input('v', [1, ROWS, F]);
       const r = hook === 'mlp' ? spec.mlpDown(input, block - 1, cfg, w) : input;
       g.output(spec.directionLogits(r, cfg, w), 'logits');
-    }, { v });
+    // The request sizes the memory check: this graph binds the head (V × D) and, for mlp, one block's down-projection.
+    }, { v }, { range: [cfg.nLayers, cfg.nLayers], B: 1, T: ROWS });
     chunk.forEach((_, i) => {
       const row = res.logits!.subarray(i * V, (i + 1) * V);
       const token = (id: number): LogitToken => ({ id, text: displayText(tokenizer, [id]), value: row[id]! });
