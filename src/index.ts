@@ -20,7 +20,7 @@ export { expandSelection, parseSelection, selectionMask, type SelectionRun } fro
 export { objectiveWeights, objectiveStep, matchStep, fluencyStep, buildObjective, type ObjectiveKind, type ObjectiveSpec, type ObjectiveFeeds, type ObjectiveResult } from './features/objective.js';
 export { Decoder, identityRate, typicalNeighbourCosine, type DecodeMode, type EmbeddingTable } from './features/decode.js';
 export { decoderFor, embeddingTable } from './features/embeddings.js';
-export { Visualizer, DEFAULT_SETTINGS, type RunResult, type VisualizeSettings, type VisualizeRequest } from './features/visualize.js';
+export { Visualizer, DEFAULT_SETTINGS, skipShare, type SkipShare, type RunResult, type VisualizeSettings, type VisualizeRequest } from './features/visualize.js';
 export { attribute, type Attribution } from './features/attribute.js';
 export { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './features/exhaustive.js';
 export { refineActivation, gcg, epo, DEFAULT_REFINE, type RefineSettings, type Refined, type Scorer } from './features/refine/index.js';
@@ -30,6 +30,8 @@ export { scanCorpus, DEFAULT_SCAN, type ScanSettings, type FeatureScan, type Sca
 export { percentileRank, quantileSorted, type DistributionSummary } from './features/quantiles.js';
 export { corpusReference, referenceDistributions, applyPercentiles, type Percentiles, type CalibrationInfo, type ReferenceProvider } from './features/calibrate.js';
 export { verdictOf, VERDICT_THRESHOLDS, type Finding } from './features/verdict.js';
+export { logitEffects, selectionVector, LOGIT_K, type LogitEffects, type LogitToken } from './features/logit-effects.js';
+export { pairwiseAgreement, stabilityOf, startSeed, bestStart, type Stability } from './features/stability.js';
 export { writeSamples } from './engine/samples.js';
 export { writeRandomModel } from './models/random-model.js';
 export * as atlas from './atlas/index.js';

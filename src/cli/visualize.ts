@@ -61,9 +61,25 @@ export function formatRun(r: RunResult): string {
     lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}  (typical nearest-neighbour cosine ${r.cosine_scale.toFixed(2)})`);
     lines.push(`  objective: ${fmt(r.objective.initial)} → ${fmt(r.objective.final)}`);
   }
+  if (r.skip && r.hook === 'resid') {
+    lines.push(r.skip.share === null
+      ? `  skip path: share n/a (${r.skip.not_applicable ?? 'unknown'})`
+      : `  skip path: ${(r.skip.share * 100).toFixed(0)}% of the optimum's activation is the input embeddings themselves (identity path; the blocks added the rest)`);
+  }
   if (r.baseline) {
     const n = r.optimized?.length ?? r.free.length;
-    lines.push(`  skip-connection baseline: ${JSON.stringify(r.baseline.tokens_text[0])} (agrees at ${(r.baseline.agreement * 100).toFixed(0)}% of ${n} optimised positions, activation ${act(r.baseline.activation, p?.skip_baseline)})`);
+    lines.push(`  skip-connection baseline (model-free decode of the selection's direction): ${JSON.stringify(r.baseline.tokens_text[0])} (agrees at ${(r.baseline.agreement * 100).toFixed(0)}% of ${n} optimised positions, activation ${act(r.baseline.activation, p?.skip_baseline)})`);
+  }
+  if (r.stability) {
+    const st = r.stability;
+    const n = r.optimized?.length ?? r.free.length;
+    const spread = st.percentile ? ` (${pct(st.percentile.min)}–${pct(st.percentile.max)})` : '';
+    lines.push(`  seeds: ${st.seeds} starts agree on ${(st.agreement * 100).toFixed(0)}% of top-1 tokens (mean over pairs, ${n} optimised positions); decoded ${fmt(st.decoded.min)}–${fmt(st.decoded.max)}${spread}, mean ${fmt(st.decoded.mean)} ± ${fmt(st.decoded.std)}; shown: start ${st.best} (highest decoded)`);
+  }
+  if (r.logit_effects) {
+    const list = (xs: { text: string; value: number }[]) => xs.slice(0, 5).map((x) => `${JSON.stringify(x.text)} ${x.value >= 0 ? '+' : ''}${x.value.toFixed(2)}`).join(', ');
+    lines.push(`  logit effects, promoted (direction through the final norm's gain and the head, no forward pass): ${list(r.logit_effects.promoted)}`);
+    lines.push(`  logit effects, suppressed: ${list(r.logit_effects.suppressed)}`);
   }
   if (r.refined) {
     const f = r.refined;

@@ -111,6 +111,23 @@ export async function objectiveStep(runner: ModelRunner, range: BlockRange, hook
   return { loss: out.loss!, act: out.act!, grad: out.grad! };
 }
 
+/**
+ * The identity path's part of the objective's activation, for the `resid` hook: with X = what block A receives from
+ * the embeddings x (x itself for Llama; x plus the position table for GPT-2), skip[b] = Σ report[b] ⊙ X[b] — the same
+ * reduction `act` applies to O. Block A..B's resid output is O = X + Σ (attn_out + mlp_out) over the blocks, so
+ * skip / act is the share of the activation the blocks did not add (visualize.ts: `skip.share`).
+ */
+export async function skipPathStep(runner: ModelRunner, feeds: { x: Float32Array; report: Float32Array }, shape: { B: number; T: number }): Promise<Float32Array> {
+  const { B, T } = shape;
+  const cfg = runner.config;
+  const out = await runner.runGraph(`skip-path|${B}|${T}`, (g, w) => {
+    const x = g.input('x', [B, T, cfg.dim]);
+    const report = g.input('report', [B, T, cfg.dim]);
+    g.output(reduceSum(mul(report, architectureOf(cfg).inputFromEmbeddings(x, cfg, w)), [1, 2]), 'skip');
+  }, { ...feeds });
+  return out.skip!;
+}
+
 export interface MatchFeeds {
   /** Input embeddings [B, T, D]. */
   x: Float32Array;

@@ -2,8 +2,9 @@
  * Feature visualization: optimise input embeddings so that blocks A..B drive a selected slice of a hook, decode them
  * to tokens, and check the decode against the continuous optimum and random tokens.
  *
- * Every run's random start comes from (seed, its selection) alone, and runs of one batch never interact (padding rows
- * have zero weights), so a run gives the same result whatever it is batched with.
+ * Every run's random start comes from (seed, its selection, its start index) alone (stability.ts: startSeed), and runs
+ * of one batch never interact (padding rows have zero weights), so a run gives the same result whatever it is batched
+ * with. `--seeds K` makes K such problems per selection and keeps one result per selection (the best start's).
  */
 import { displayText } from '../tokenizers/display.js';
 import { paramError } from '../errors.js';
@@ -13,8 +14,10 @@ import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
+import { logitEffects, selectionVector, type LogitEffects } from './logit-effects.js';
+import { bestStart, stabilityOf, startSeed, type Stability, type StartOutcome } from './stability.js';
 import { Decoder, topIndices, typicalNeighbourCosine, type DecodeMode } from './decode.js';
-import { objectiveStep, objectiveWeights, type ObjectiveFeeds, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
+import { objectiveStep, objectiveWeights, skipPathStep, type ObjectiveFeeds, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
 import { learningRate, Optimizer, type OptimizerKind } from './optimize.js';
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
 import { allowedTokens, checkRefineSettings, refineActivation, type Refined, type RefineSettings } from './refine/index.js';
@@ -53,6 +56,8 @@ export interface VisualizeSettings {
   refine?: RefineSettings | null;
   /** Also run the exhaustive single-token baseline (every vocabulary token; see exhaustive.ts). */
   exhaustive?: boolean;
+  /** Independent starts per selection (stability.ts); absent or 1: one. */
+  seeds?: number;
 }
 
 /** The settings table's defaults for visualize (src/features/settings.ts states them; this is their typed view). */
@@ -85,6 +90,15 @@ export interface RunResult {
   activation: { continuous: number | null; decoded: number | null; random: number | null };
   objective: { initial: number | null; final: number | null };
   baseline: Baseline | null;
+  /**
+   * `resid` only: the share of the optimum's activation carried by the identity path (skipShare); for other hooks
+   * share null with the reason in `not_applicable`.
+   */
+  skip?: SkipShare;
+  /** `--seeds K` > 1: how the K starts agree (stability.ts); the record's decode is the best start's. */
+  stability?: Stability | null;
+  /** Tokens the selection's direction promotes / suppresses through the final norm and head (logit-effects.ts). */
+  logit_effects?: LogitEffects | null;
   /** The refined prompt (`settings.refine`), next to `activation.decoded`; null when not asked for or failed. */
   refined?: Refined | null;
   /** The exhaustive single-token baseline (`settings.exhaustive`), with the decoded tokens' ranks; null when off. */
@@ -109,22 +123,61 @@ export interface RunResult {
   timings: { optimize_ms: number; decode_ms: number; verify_ms: number; batch_runs?: number; refine_ms?: number; exhaustive_ms?: number };
 }
 
-/** The skip-connection baseline for a single `resid` feature: decode the feature's unit vector, no model needed. */
+/**
+ * The model-free (skip-connection) decode of a `resid` selection: the pseudoinverse decode of the selection's
+ * direction in the residual stream — a feature's unit vector, the sum of the unit vectors of a combined selection
+ * (`[:, :, 0:4]` → e0+e1+e2+e3; `:` → all ones), or the `--direction` vector. No model is needed: it is what the
+ * identity path alone would ask for.
+ */
 export interface Baseline {
   kind: 'skip-connection';
-  /** Top-k tokens of the unit vector's pseudoinverse decode. */
+  /** Top-k tokens of the direction's pseudoinverse decode. */
   tokens: number[];
   tokens_text: string[];
-  /** Share of free positions whose top-1 decode equals the baseline's top-1 token. */
+  /** Share of optimised positions (optimized.ts) whose top-1 decode equals the baseline's top-1 token. */
   agreement: number;
   /** Activation with the baseline's top-1 token at every free position. */
   activation: number | null;
 }
 
+/**
+ * skip.share, for the `resid` hook: at the optimised embeddings e*, with X = the input of block A (e* itself, plus
+ * the position table for GPT-2; for a range A..B starting above 1 still the optimised input) and O = block B's resid
+ * output,
+ *   share = Σ report ⊙ X / Σ report ⊙ O
+ * where report is the objective's own reduction over the selected positions and features (objective.ts): the mean
+ * over the selected elements for one feature or a combined selection — e.g. Σ_{t∈P} e*[t,f] / Σ_{t∈P} O[t,f] — and the
+ * direction's weights for `--direction`. Since O = X + the blocks' branch outputs, 1 − share is what the blocks
+ * added. Null with a reason when the denominator is ≤ 0 (no share of a non-positive activation is meaningful), when
+ * the run failed, or for a hook without an identity path.
+ */
+export interface SkipShare {
+  share: number | null;
+  not_applicable?: string;
+}
+
+export function skipShare(hook: Hook, ok: boolean, skip: number | undefined, act: number | undefined): SkipShare {
+  if (hook !== 'resid') return { share: null, not_applicable: `the ${hook} hook has no identity path (its output does not contain the block's input)` };
+  if (!ok || skip === undefined || act === undefined) return { share: null, not_applicable: 'the run failed' };
+  if (!Number.isFinite(skip) || !Number.isFinite(act)) return { share: null, not_applicable: `the activation or its skip part is not finite (${act}, ${skip})` };
+  if (!(act > 0)) return { share: null, not_applicable: `the optimum's activation is ${act} ≤ 0, so a share of it is undefined` };
+  return { share: skip / act };
+}
+
+/** One optimisation problem: start `start` (0..K−1) of selection run `index`. */
+interface Problem {
+  run: SelectionRun;
+  index: number;
+  start: number;
+}
+
 export interface VisualizeRequest {
   select: string;
   settings: VisualizeSettings;
-  /** Optional warm start: initial embeddings [T × D] per run index (library use; NaNs here make a failing run). */
+  /**
+   * Optional warm start: initial embeddings [T × D] per run (selection) index (library use; NaNs here make a failing
+   * run). With `seeds` > 1 it replaces start 0 only.
+   */
   initialEmbeddings?: (runIndex: number) => Float32Array | undefined;
   onProgress?: (done: number, total: number) => void;
   /** Reference distributions of real text to calibrate every activation against (calibrate.ts: --corpus, --scan-db). */
@@ -203,21 +256,39 @@ export class Visualizer {
       allowedTokens(this.tokenizer, cfg.vocabSize, s.refine.filter);
       if (s.refine.retokenize && !this.tokenizer) throw paramError('refine.retokenize', 'needs a tokenizer');
     }
-    const results: RunResult[] = [];
-    // A request with fewer runs than --batch gets a graph of its own size (a lone feature should not pay for 31 padding
-    // rows); the last, partial chunk of a longer request is padded, so every chunk reuses one session.
-    const B = Math.min(s.batch, runs.length);
-    for (let start = 0; start < runs.length; start += s.batch) {
-      const chunk = runs.slice(start, start + s.batch);
-      const batch = await this.runBatch(chunk, B, start, s, lay, F, req);
-      if (s.refine) await this.refineRuns(batch, chunk, s, lay, F);
-      results.push(...batch);
-      req.onProgress?.(Math.min(start + s.batch, runs.length), runs.length);
+    const K = s.seeds ?? 1;
+    const problems: Problem[] = runs.flatMap((run, index) => Array.from({ length: K }, (_, start) => ({ run, index, start })));
+    const solved: RunResult[] = [];
+    // A request with fewer problems than --batch gets a graph of its own size (a lone feature should not pay for 31
+    // padding rows); the last, partial chunk of a longer request is padded, so every chunk reuses one session.
+    const B = Math.min(s.batch, problems.length);
+    for (let at = 0; at < problems.length; at += s.batch) {
+      solved.push(...(await this.runBatch(problems.slice(at, at + s.batch), B, s, lay, F, req)));
+      req.onProgress?.(Math.min(at + s.batch, problems.length), problems.length);
     }
+    // One result per selection: the best of its K starts, holding how the starts agree.
+    const starts: StartOutcome[][] = runs.map((_, i) =>
+      solved.slice(i * K, (i + 1) * K).map((r) => ({ ok: r.status === 'ok', ids: r.ids, decoded: r.activation.decoded })),
+    );
+    const results = runs.map((run, i) => {
+      if (K === 1) return solved[i]!;
+      const r = solved[i * K + bestStart(starts[i]!)]!;
+      r.stability = stabilityOf(starts[i]!, optimizedPositions(run, lay.free));
+      return r;
+    });
+    if (s.refine) await this.refineRuns(results, runs, s, lay, F);
     if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
+    const effects = await logitEffects(this.runner, this.tokenizer, s.hook, s.blocks[1], runs.map((r) => selectionVector(r, F, s.objective.direction)));
+    results.forEach((r, i) => (r.logit_effects = effects[i]!));
     if (req.reference) {
       const refs = await req.reference(runs, s, lay);
-      results.forEach((r, i) => applyPercentiles(r, refs[i]!));
+      results.forEach((r, i) => {
+        applyPercentiles(r, refs[i]!);
+        if (r.stability) {
+          const pct = starts[i]!.filter((o) => o.ok && o.decoded !== null && Number.isFinite(o.decoded)).map((o) => refs[i]!.rank(o.decoded!));
+          r.stability.percentile = { min: Math.min(...pct), max: Math.max(...pct) };
+        }
+      });
     }
     for (const r of results) {
       r.percentile ??= null;
@@ -262,8 +333,9 @@ export class Visualizer {
   }
 
   /** Optimise one batch of runs together; rows past the chunk are zero-weight padding so every batch has one shape. */
-  private async runBatch(runs: SelectionRun[], B: number, offset: number, s: VisualizeSettings, lay: Layout, F: number, req: VisualizeRequest): Promise<RunResult[]> {
+  private async runBatch(problems: Problem[], B: number, s: VisualizeSettings, lay: Layout, F: number, req: VisualizeRequest): Promise<RunResult[]> {
     const { T } = lay;
+    const runs = problems.map((p) => p.run);
     const D = this.runner.config.dim;
     const shape = { B, T };
     const weights = runs.map((r) => objectiveWeights(s.objective, r, T, F));
@@ -280,7 +352,7 @@ export class Visualizer {
       feeds.C[b] = w.C;
       feeds.report.set(w.report, b * T * F);
     });
-    runs.forEach((r, b) => feeds.x.set(this.initial(r, offset + b, s, lay, req), b * T * D));
+    problems.forEach((p, b) => feeds.x.set(this.initial(p, s, lay, req), b * T * D));
 
     const failed: (string | null)[] = runs.map(() => null);
     const curves: [number, number][][] = runs.map(() => []);
@@ -304,6 +376,8 @@ export class Visualizer {
       });
     }
     const final = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape);
+    // The identity path's part of the same activation, at the same optimised embeddings (skipShare).
+    const skip = s.hook === 'resid' ? await skipPathStep(this.runner, { x: feeds.x, report: feeds.report }, shape) : null;
     const optimizeMs = performance.now() - t0;
 
     // Decode each run's free positions and rebuild full id sequences.
@@ -371,6 +445,7 @@ export class Visualizer {
           final: ok ? final.loss[b]! + weights[b]!.offset : null,
         },
         baseline: baselines[b] ?? null,
+        skip: skipShare(s.hook, ok, skip?.[b], final.act[b]),
         ...(s.objective.direction ? { direction: Array.from(s.objective.direction) } : {}),
         refined: null,
         exhaustive: null,
@@ -383,16 +458,17 @@ export class Visualizer {
   }
 
   /** Starting embeddings [T × D]: fixed positions hold their tokens; free ones follow `init`. */
-  private initial(run: SelectionRun, index: number, s: VisualizeSettings, lay: Layout, req: VisualizeRequest): Float32Array {
+  private initial(p: Problem, s: VisualizeSettings, lay: Layout, req: VisualizeRequest): Float32Array {
     const D = this.runner.config.dim;
-    const given = req.initialEmbeddings?.(index);
+    const { run, index } = p;
+    const given = p.start === 0 ? req.initialEmbeddings?.(index) : undefined;
     if (given) {
       if (given.length !== lay.T * D) throw new Error(`initial embeddings for run ${index} have ${given.length} values, expected ${lay.T * D}`);
       return given.slice();
     }
     const x = new Float32Array(lay.T * D);
     for (const [t, id] of lay.fixed) x.set(this.decoder.embedding(id), t * D);
-    const seed = deriveSeed(s.seed, run.label);
+    const seed = startSeed(s.seed, run.label, p.start);
     if (s.init.kind === 'randn') {
       const normal = normalStream(seed);
       for (const t of lay.free) for (let i = 0; i < D; i++) x[t * D + i] = normal();
@@ -428,13 +504,11 @@ export class Visualizer {
     shape: { B: number; T: number },
     top1: (number[] | null)[],
   ): Promise<(Baseline | null)[]> {
-    if (s.hook !== 'resid') return runs.map(() => null);
     const D = this.runner.config.dim;
+    if (s.hook !== 'resid' || F !== D) return runs.map(() => null);
     const out: (Baseline | null)[] = runs.map((r, b) => {
-      if (r.features.all || r.features.indices.length !== 1 || F !== D) return null;
-      const unit = new Float64Array(D);
-      unit[r.features.indices[0]!] = 1;
-      const tokens = topIndices(this.decoder.scores(unit, 'pinv'), s.topk);
+      // The decode of the selection's residual direction is the same for every start; only the agreement differs.
+      const tokens = topIndices(this.decoder.scores(selectionVector(r, D, s.objective.direction), 'pinv'), s.topk);
       const mine = top1[b];
       // Positions without gradient keep their random start: they are not part of the result and are not counted.
       const counted = optimizedPositions(r, lay.free);

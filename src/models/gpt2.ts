@@ -149,4 +149,9 @@ export const gpt2Spec: ArchitectureSpec = {
   embed: (ids, _cfg, w) => addPositions(gather(w.get('wte.weight'), ids, 0), w),
   inputFromEmbeddings: (e, _cfg, w) => addPositions(e, w),
   head: (x, cfg, w) => linear(layernorm(x, w.get('ln_f.weight'), w.get('ln_f.bias'), cfg.normEps), w.get('wte.weight'), true),
+  // Conv1D layout [ffn, D]: row j is neuron j's output direction.
+  mlpDown: (a, layer, _cfg, w) => linear(a, w.get(`h.${layer}.mlp.c_proj.weight`), false),
+  // LayerNorm(x) = g ⊙ (x − mean x) / σ(x) + b: for a direction, centring and the gain g; σ scales every logit alike
+  // and the bias b adds the same logits whatever the direction.
+  directionLogits: (v, _cfg, w) => linear(mul(sub(v, reduceMean(v, [-1], true)), w.get('ln_f.weight')), w.get('wte.weight'), true),
 };

@@ -298,6 +298,9 @@ export const llamaSpec: ArchitectureSpec = {
   embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
   inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => llamaHead(x, w.get, cfg),
+  mlpDown: (a, layer, _cfg, w) => linear(a, w.get(`blk.${layer}.ffn_down.weight`)),
+  // RMSNorm(x) = g ⊙ x / rms(x): for a direction, the gain g; the positive 1/rms(x) scales every logit alike.
+  directionLogits: (v, cfg, w) => linear(mul(v, w.get('output_norm.weight')), w.get(cfg.tiedHead ? 'token_embd.weight' : 'output.weight')),
 };
 
 /** `llama.block_count`, bounded by the tensors stored: a bogus 2^32 must not drive per-layer loops. */

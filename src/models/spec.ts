@@ -118,4 +118,14 @@ export interface ArchitectureSpec {
   inputFromEmbeddings(e: Value, cfg: ModelConfig, w: Weights): Value;
   /** Final norm + head: [..., D] → [..., V]. */
   head(x: Value, cfg: ModelConfig, w: Weights): Value;
+  /**
+   * MLP activations [..., ffn] of block `layer` (0-based) → what they add to the residual stream, without the
+   * down-projection's bias: for a one-hot activation, neuron j's output direction (the down-projection column).
+   */
+  mlpDown(a: Value, layer: number, cfg: ModelConfig, w: Weights): Value;
+  /**
+   * A bare residual-space direction [..., D] → logits [..., V] through the final norm's direction-dependent linear
+   * part and the head (no 1/σ scale, no norm bias; features/logit-effects.ts states why).
+   */
+  directionLogits(v: Value, cfg: ModelConfig, w: Weights): Value;
 }
