@@ -58,7 +58,7 @@ export function formatRun(r: RunResult): string {
   (r.topk_cells ?? r.topk_text).forEach((text, i) => lines.push(`  top${i + 1}: ${r.topk_cells ? text : JSON.stringify(text)}`));
   if (r.topk_cells?.some((row) => row.includes('['))) lines.push('  ([x]: fixed context or no gradient — not part of the result; ⟨…⟩: byte-fallback or special token)');
   if (r.status === 'ok') {
-    lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}  (typical nearest-neighbour cosine ${r.cosine_scale.toFixed(2)})`);
+    lines.push(`  cosine to decoded tokens: ${r.cosine.map((c) => c.toFixed(2)).join(' ')}  (typical nearest-neighbour cosine ${r.cosine_scale.toFixed(2)}${r.cosine_random ? `; a random vector to its own decode ${r.cosine_random.median.toFixed(2)}` : ''})`);
     lines.push(`  objective: ${fmt(r.objective.initial)} → ${fmt(r.objective.final)}`);
   }
   if (r.skip && r.hook === 'resid') {

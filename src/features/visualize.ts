@@ -16,7 +16,7 @@ import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
 import { logitEffects, selectionVector, type LogitEffects } from './logit-effects.js';
 import { bestStart, stabilityOf, startSeed, type Stability, type StartOutcome } from './stability.js';
-import { Decoder, topIndices, typicalNeighbourCosine, type DecodeMode } from './decode.js';
+import { Decoder, randomDecodeCosine, topIndices, typicalNeighbourCosine, type DecodeMode } from './decode.js';
 import { objectiveStep, objectiveWeights, skipPathStep, type ObjectiveFeeds, type ObjectiveSpec, type ObjectiveWeights } from './objective.js';
 import { learningRate, Optimizer, type OptimizerKind } from './optimize.js';
 import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from './exhaustive.js';
@@ -87,6 +87,12 @@ export interface RunResult {
    * real token.
    */
   cosine_scale: number;
+  /**
+   * The yardstick below which a decode cosine means nothing: the median cosine between random N(0, I) vectors and
+   * their own top-1 decode (same decode mode; 256 seeded draws). The optimised embeddings are only "near real tokens"
+   * if their cosine clearly exceeds it.
+   */
+  cosine_random?: { median: number; draws: number };
   activation: { continuous: number | null; decoded: number | null; random: number | null };
   objective: { initial: number | null; final: number | null };
   baseline: Baseline | null;
@@ -233,6 +239,15 @@ export class Visualizer {
   cosineScale(): number {
     this.scale ??= typicalNeighbourCosine(this.decoder, this.normalIds, { sample: 256 }).median;
     return this.scale;
+  }
+
+  private randomCosine = new Map<DecodeMode, { median: number; draws: number }>();
+
+  /** randomDecodeCosine for a decode mode, computed once per mode. */
+  cosineRandom(mode: DecodeMode): { median: number; draws: number } {
+    let r = this.randomCosine.get(mode);
+    if (!r) this.randomCosine.set(mode, (r = randomDecodeCosine(this.decoder, mode)));
+    return r;
   }
 
   private text(ids: number[]): string {
@@ -435,6 +450,7 @@ export class Visualizer {
         topk_cells: topk.map((row) => tokenCells(this.tokenizer, row, new Set(optimized))),
         cosine: ok ? d!.cos : [],
         cosine_scale: this.cosineScale(),
+        cosine_random: this.cosineRandom(s.decode),
         activation: {
           continuous: ok ? final.act[b]! : null,
           decoded: ok ? decodedAct[b]! : null,
