@@ -61,11 +61,11 @@ export function rmsnorm(x: Value, weight: Value, eps: number): Value {
 }
 
 /** Rotary position embedding on [..., T, headDim]. */
-function rope(x: Value, ctx: LlamaContext): Value {
+export function rope(x: Value, ctx: LlamaContext): Value {
   return add(mul(x, ctx.cos), mul(matmul(x, ctx.rotation), ctx.sin));
 }
 
-function project(x: Value, w: Value, bias: Value | null): Value {
+export function project(x: Value, w: Value, bias: Value | null): Value {
   return bias ? add(linear(x, w), bias) : linear(x, w);
 }
 
@@ -163,7 +163,7 @@ function fromHfConfig(input: HfConfigInput): HfReading {
 }
 
 /** `rope_scaling`: absent/null/"default" means none; Llama 3.1's "llama3" is supported; anything else would be wrong. */
-function ropeScaling(configPath: string, v: unknown): Llama3RopeScaling | null {
+export function ropeScaling(configPath: string, v: unknown): Llama3RopeScaling | null {
   if (v == null) return null;
   if (typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${configPath}: rope_scaling is not an object`);
   const json = v as Record<string, unknown>;
