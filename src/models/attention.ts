@@ -6,16 +6,26 @@ import type { Value } from '../graph/value.js';
 /**
  * Additive causal mask for queries stacked as [rep·T, T] (row r is time r mod T). Masked scores get −1e30 rather than
  * −∞ so that no 0·∞ can turn into NaN anywhere in the backward pass; exp(−1e30) is exactly 0 in float32 and float64.
- * With a sliding `window` (Gemma-2's local layers), query t also loses every key s ≤ t − window: it sees the last
- * `window` positions, itself included.
  */
-export function causalMask(g: Graph, length: number, rep: number, window?: number): Value {
+export function causalMask(g: Graph, length: number, rep: number): Value {
   const mask = new Float64Array(rep * length * length);
   for (let r = 0; r < rep * length; r++) {
-    const t = r % length;
-    for (let s = 0; s < length; s++) if (s > t || (window !== undefined && s <= t - window)) mask[r * length + s] = -1e30;
+    for (let s = (r % length) + 1; s < length; s++) mask[r * length + s] = -1e30;
   }
   return g.constant(mask, [rep * length, length]);
+}
+
+/**
+ * What a sliding window (Gemma-2's local layers) adds to the causal mask, same layout: query t also loses every key
+ * s ≤ t − window, so it sees the last `window` positions, itself included. Added to the causal mask (the two mask
+ * disjoint keys) rather than replacing it, so a graph of local layers only still uses the causal constant.
+ */
+export function slidingWindowBand(g: Graph, length: number, rep: number, window: number): Value {
+  const band = new Float64Array(rep * length * length);
+  for (let r = 0; r < rep * length; r++) {
+    for (let s = 0; s <= (r % length) - window; s++) band[r * length + s] = -1e30;
+  }
+  return g.constant(band, [rep * length, length]);
 }
 
 /** How a family scores queries against keys, where it differs from the default (1/√headDim, no cap). */

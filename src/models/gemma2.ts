@@ -16,7 +16,7 @@ import type { Graph } from '../graph/graph.js';
 import { add, gather, linear, mul, tanh } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
-import { causalMask } from './attention.js';
+import { slidingWindowBand } from './attention.js';
 import { HOOKS, type Gemma2Options, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { embeddingScale, gemmaAttention, gemmaConfigJson, gemmaIgnore, gemmaLogits, gemmaNorm, gemmaTensors, geglu, readGemmaConfig } from './gemma.js';
@@ -113,8 +113,8 @@ export const gemma2Spec: ArchitectureSpec = {
   blocks(g: Graph, cfg, length) {
     const ctx = llamaContext(g, cfg, length);
     const o = options(cfg);
-    // Below the window the local mask is the causal one: share it rather than add a second constant.
-    const local = length > o.slidingWindow ? causalMask(g, length, cfg.nHeads / cfg.nKvHeads, o.slidingWindow) : ctx.mask;
+    // Up to the window's length the local mask is the causal one.
+    const local = length > o.slidingWindow ? add(ctx.mask, slidingWindowBand(g, length, cfg.nHeads / cfg.nKvHeads, o.slidingWindow)) : ctx.mask;
     return (x, layer, w, upTo) => gemma2Block(x, layer, w.get, ctx, local, upTo);
   },
   embed: (ids, cfg, w) => mul(gather(w.get('token_embd.weight'), ids, 0), embeddingScale(cfg)),
