@@ -15,6 +15,7 @@ import { objectiveStep } from '../src/features/objective.js';
 import { cli } from './cli-helpers.js';
 import { fixturePath } from './helpers.js';
 import { maxRelError } from './numeric.js';
+import { startServer } from '../src/server/server.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'llmf-families-'));
 const cacheDir = path.join(tmp, 'cache');
@@ -135,7 +136,7 @@ for (const [family, what, edit, pattern] of MALFORMED) {
 }
 
 for (const [family, fixture] of Object.entries(FIXTURES)) {
-  test(`${family}: visualize on a branch-output hook and atlas build run through the CLI`, () => {
+  test(`${family}: visualize on a branch-output hook, atlas build through the CLI, and the viewer over that atlas`, async () => {
     const dir = fixturePath(fixture);
     const info = JSON.parse(cli(['inspect', '--model', dir], env).stdout);
     assert.equal(info.architecture, family);
@@ -155,5 +156,15 @@ for (const [family, fixture] of Object.entries(FIXTURES)) {
     const records = JSON.parse(e.stdout).records as { hook: string; blocks?: unknown }[];
     assert.equal(records.length, 4);
     assert.ok(records.every((r) => r.hook === 'mlp_out'), JSON.stringify(records[0]).slice(0, 300));
+    const server = await startServer({ db, port: 0 });
+    try {
+      const res = await fetch(`${server.url}/api/overview`);
+      assert.equal(res.status, 200);
+      const text = await res.text();
+      assert.match(text, new RegExp(path.basename(fixture)));
+      assert.match(text, /mlp_out/);
+    } finally {
+      await server.close();
+    }
   });
 }
