@@ -11,6 +11,7 @@ import { ModelRunner } from '../src/engine/runner.js';
 import { embeddingTable } from '../src/features/embeddings.js';
 import { hookWidth } from '../src/models/config.js';
 import { loadModel } from '../src/models/load.js';
+import { toFloat32 } from '../src/formats/dequant.js';
 import { objectiveStep } from '../src/features/objective.js';
 import { cli } from './cli-helpers.js';
 import { fixturePath } from './helpers.js';
@@ -168,3 +169,22 @@ for (const [family, fixture] of Object.entries(FIXTURES)) {
     }
   });
 }
+
+test('random-model --like for each family: fresh weights in the same layout (Gemma\'s (1 + w) norms stored as w = 0), every hook finite', async () => {
+  for (const [family, fixture] of Object.entries(FIXTURES)) {
+    const out = path.join(tmp, `random-${family}`);
+    const r = cli(['random-model', '--like', fixturePath(fixture), '--out', out, '--seed', '5'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const model = loadModel(out);
+    assert.equal(model.config.arch, family);
+    const like = loadModel(fixturePath(fixture));
+    assert.deepEqual({ ...model.config, tiedHead: like.config.tiedHead }, like.config);
+    const norm = toFloat32(model.tensors.get(family === 'olmo2' ? 'blk.0.post_attention_norm.weight' : 'blk.0.attn_norm.weight')!);
+    assert.ok(norm.every((v) => v === (family.startsWith('gemma') ? 0 : 1)), `${family} norm init`);
+    const runner = open(out);
+    for (const hook of ['attn', 'attn_out', 'mlp', 'mlp_out', 'resid'] as const) {
+      const h = await runner.hidden([IDS], [1, model.config.nLayers], hook);
+      assert.ok(h.data.every(Number.isFinite) && h.data.some((v) => v !== 0), `${family} ${hook}`);
+    }
+  }
+});
