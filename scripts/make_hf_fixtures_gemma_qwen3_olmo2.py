@@ -27,7 +27,8 @@ in float64 on the weights as stored (rounded to bf16):
            x + post_feedforward_layernorm(mlp(x)); q_norm / k_norm over the full
            q / k projections before the split into heads.
 
-Hooks of the LAST block B of "blocks A-B" (run straight on the embeddings E0):
+Cases: every hook after blocks 1-k for every k (the hidden state at every
+block), each block k alone, and 2-L.  Hooks of the LAST block B of "blocks A-B" (run straight on the embeddings E0):
   attn = o_proj output; attn_out = what is added to the residual stream (after
   the post norm where the family has one); mlp = down_proj's input; mlp_out =
   what the MLP adds; resid = block output.  E0 = embed_tokens[ids] (Gemma:
@@ -293,6 +294,12 @@ def rel(a, b):
     return np.abs(a - b).max() / max(1.0, np.abs(b).max())
 
 
+def block_ranges(L):
+    """The hidden state after every block of the full model (1-k), every block alone (k-k), and 2-L."""
+    out = [(1, k) for k in range(1, L + 1)] + [(k, k) for k in range(2, L + 1)] + [(2, L)]
+    return sorted(set(out), key=out.index)
+
+
 def make_reference(W, cfg, ids):
     L = cfg["num_hidden_layers"]
     table = W["model.embed_tokens.weight"]
@@ -301,7 +308,7 @@ def make_reference(W, cfg, ids):
         return table[torch.tensor(ids)].clone()
 
     cases = []
-    for A, B in base.block_ranges(L):
+    for A, B in block_ranges(L):
         _, hooks = run(W, cfg, tok(), A, B)
         alt = numpy_run(W, cfg, ids, A, B, False)
         for hk in HOOKS:
