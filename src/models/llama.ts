@@ -65,7 +65,7 @@ export function rope(x: Value, ctx: LlamaContext): Value {
   return add(mul(x, ctx.cos), mul(matmul(x, ctx.rotation), ctx.sin));
 }
 
-export function project(x: Value, w: Value, bias: Value | null): Value {
+function project(x: Value, w: Value, bias: Value | null): Value {
   return bias ? add(linear(x, w), bias) : linear(x, w);
 }
 
@@ -177,7 +177,7 @@ function fromHfConfig(input: HfConfigInput): HfReading {
 }
 
 /** `rope_scaling`: absent/null/"default" means none; Llama 3.1's "llama3" is supported; anything else would be wrong. */
-export function ropeScaling(configPath: string, v: unknown): Llama3RopeScaling | null {
+function ropeScaling(configPath: string, v: unknown): Llama3RopeScaling | null {
   if (v == null) return null;
   if (typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${configPath}: rope_scaling is not an object`);
   const json = v as Record<string, unknown>;
