@@ -7,6 +7,7 @@ import { after, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { readSafetensors } from '../src/formats/safetensors.js';
 import { loadHfFolder } from '../src/models/hf.js';
+import { supportedModelTypes } from '../src/models/registry.js';
 import { fixturePath } from './helpers.js';
 import { writeSafetensors, type TensorSpec } from './st-writer.js';
 
@@ -323,8 +324,11 @@ test('an untied model without lm_head is refused', () => {
 test('unknown architectures name the supported ones', () => {
   throwsUser(
     () => loadHfFolder(singleFile({ ...LLAMA, architectures: ['FalconForCausalLM'], model_type: 'falcon' })),
-    /config\.json: architecture FalconForCausalLM is not supported \(supported: llama, mistral, qwen2, gpt2\)/,
+    new RegExp(`config\\.json: architecture FalconForCausalLM is not supported \\(supported: ${supportedModelTypes().join(', ')}\\)$`),
   );
+  // The list is the registry's: every family's model types, in registry order.
+  assert.deepEqual(supportedModelTypes().slice(0, 4), ['llama', 'mistral', 'qwen2', 'gpt2']);
+  for (const t of ['gemma', 'gemma2', 'qwen3', 'olmo2']) assert.ok(supportedModelTypes().includes(t), t);
 });
 
 test('rope_scaling types other than llama3 are refused', () => {

@@ -1,7 +1,7 @@
 // Hugging Face-layout checkpoints (scripts/make_hf_fixtures.py) against their PyTorch float64 references:
 // every hook, blocks from 1 and from > 1, logits, and gradients with respect to the input embeddings.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -26,7 +26,15 @@ after(async () => {
   for (const r of runners) await r.close();
 });
 
-for (const name of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2-f16', 'gpt2-prefixed-f32']) {
+// Every fixture folder with a reference.json (each family's generator script writes them), so a new family's
+// fixtures are checked without listing them here.
+const NAMES = readdirSync(fixturePath('hf')).filter((n) => existsSync(path.join(fixturePath('hf'), n, 'reference.json'))).sort();
+
+test('the reference fixtures of the original families are all found', () => {
+  for (const n of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2-f16', 'gpt2-prefixed-f32']) assert.ok(NAMES.includes(n), n);
+});
+
+for (const name of NAMES) {
   const dir = fixturePath(`hf/${name}`);
   const ref = JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference;
   const model = loadModel(dir);

@@ -24,6 +24,10 @@ after(async () => {
 const SOURCES: Record<Family, string[]> = {
   llama: ['hf/llama-gqa-bf16', 'hf/qwen2-tied', 'hf/llama3-rope-scaling', 'stories260K.gguf'],
   gpt2: ['hf/gpt2-f16', 'hf/gpt2-prefixed-f32'],
+  gemma: ['hf/gemma-bf16'],
+  gemma2: ['hf/gemma2-window-bf16'],
+  qwen3: ['hf/qwen3-bf16'],
+  olmo2: ['hf/olmo2-bf16-sharded'],
 };
 
 test('random-model --like for every spec: the folder reads back to the same config, with exactly the spec\'s tensors', () => {

@@ -57,17 +57,23 @@ test('--device webgpu without a Vulkan driver is a one-line error naming the fla
   assert.equal(env.stderr, 'llm-features: LLMF_DEVICE: unknown device "cuda" (expected cpu, webgpu)\n');
 });
 
-// One checkpoint per architecture: llama2.c (Llama), and Hugging Face Llama (GQA, bf16 shards), Qwen2 and GPT-2.
+// One checkpoint per architecture: llama2.c (Llama), and Hugging Face Llama (GQA, bf16 shards), Qwen2, GPT-2, Gemma,
+// Gemma-2 (at 5 tokens, past its window of 3, so the sliding-window mask is placed too), Qwen3 and OLMo-2.
 const MODELS: [string, string][] = [
   ['stories260K', modelPath('stories260K.bin')],
   ['llama-gqa-bf16', fixturePath('hf/llama-gqa-bf16')],
   ['qwen2-tied', fixturePath('hf/qwen2-tied')],
   ['gpt2-prefixed-f32', fixturePath('hf/gpt2-prefixed-f32')],
+  ['gemma-bf16', fixturePath('hf/gemma-bf16')],
+  ['gemma2-window-bf16', fixturePath('hf/gemma2-window-bf16')],
+  ['qwen3-bf16', fixturePath('hf/qwen3-bf16')],
+  ['olmo2-bf16-sharded', fixturePath('hf/olmo2-bf16-sharded')],
 ];
+const LENGTH: Record<string, string> = { 'gemma2-window-bf16': '5' };
 
 for (const [name, file] of MODELS) {
   test(`${name}: every node of the forward+backward, ids → hidden and logits graphs is placed on WebGPU`, () => {
-    const r = spawnSync(process.execPath, [path.join(projectRoot, 'dist/test/webgpu-placement-child.js'), file, cacheDir], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+    const r = spawnSync(process.execPath, [path.join(projectRoot, 'dist/test/webgpu-placement-child.js'), file, cacheDir, ...(LENGTH[name] ? [LENGTH[name]!] : [])], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
     assert.equal(r.status, 0, r.stderr.slice(-2000));
     assert.match(r.stdout, /placement-child: done/);
     // onnxruntime's VerifyEachNodeIsAssignedToAnEp: per session, "All nodes placed on [EP]" or one block per EP.

@@ -2,7 +2,7 @@
  * One normalised description of a model, whatever file it came from. Readers in src/formats produce raw metadata;
  * the loaders in load.ts map it onto this, and the block code in llama.ts / gpt2.ts reads only this.
  */
-export type Family = 'llama' | 'gpt2';
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'gemma2' | 'qwen3' | 'olmo2';
 
 /** Which dimensions RoPE rotates together: llama2.c and GGUF use (2i, 2i+1); Hugging Face Llama uses (i, i + d/2). */
 export type RopePairing = 'interleaved' | 'half';
@@ -34,6 +34,22 @@ export interface ModelConfig {
   ropeScaling: Llama3RopeScaling | null;
   /** Qwen2 adds biases to the q/k/v projections. */
   qkvBias: boolean;
+  /** Gemma-2 only (gemma2.ts): its attention and head quirks; absent for every other family. */
+  gemma2?: Gemma2Options;
+}
+
+/** What Gemma-2 adds to Gemma's attention and head (config.json names in brackets). */
+export interface Gemma2Options {
+  /** Scores are scaled by queryPreAttnScalar^-1/2, not headDim^-1/2 [query_pre_attn_scalar]. */
+  queryPreAttnScalar: number;
+  /** c in c·tanh(s/c) on the attention scores, before the mask [attn_logit_softcapping]; null for none. */
+  attnSoftcap: number | null;
+  /** c in c·tanh(z/c) on the final logits [final_logit_softcapping]; null for none. */
+  finalSoftcap: number | null;
+  /** Keys a sliding-window layer sees: the last `slidingWindow` positions, itself included [sliding_window]. */
+  slidingWindow: number;
+  /** Per layer, whether it uses the sliding window (even layers in the published model) [layer_types]. */
+  slidingLayers: boolean[];
 }
 
 /**

@@ -9,7 +9,7 @@ import { add, div, gather, linear, matmul, mul, reduceMean, silu, sqrt } from '.
 import { UserError } from '../errors.js';
 import { attend, causalMask, splitHeads } from './attention.js';
 import type { Value } from '../graph/value.js';
-import { HOOKS, ropeFrequencies, type Hook, type Llama3RopeScaling, type ModelConfig } from './config.js';
+import { HOOKS, ropeFrequencies, type Family, type Hook, type Llama3RopeScaling, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { layerCount, type ArchitectureSpec, type GgufMeta, type HfConfigInput, type HfReading, type OptionalWeightFn, type TensorSpec, type WeightFn } from './spec.js';
 
@@ -61,7 +61,7 @@ export function rmsnorm(x: Value, weight: Value, eps: number): Value {
 }
 
 /** Rotary position embedding on [..., T, headDim]. */
-function rope(x: Value, ctx: LlamaContext): Value {
+export function rope(x: Value, ctx: LlamaContext): Value {
   return add(mul(x, ctx.cos), mul(matmul(x, ctx.rotation), ctx.sin));
 }
 
@@ -119,9 +119,18 @@ function variantOf(json: Record<string, unknown>): string {
   return String(json.model_type);
 }
 
-function fromHfConfig(input: HfConfigInput): HfReading {
+/**
+ * The config.json fields every Llama-shaped family shares (Llama, Mistral, Qwen2, and Qwen3 / OLMo-2 which add norms),
+ * with their checks: SiLU, head counts, head_dim (given, or d_model / heads), rope_theta and rope_scaling, tied head.
+ * `variant` names the model in messages; `defaults` are the family's transformers defaults where they differ.
+ */
+export function llamaLikeConfig(
+  input: HfConfigInput,
+  arch: Family,
+  variant: string,
+  defaults: { normEps?: number; ropeTheta?: number; tied?: boolean } = {},
+): ModelConfig {
   const { path: configPath, json, has } = input;
-  const variant = variantOf(json);
   const c = new ConfigReader(configPath, json);
   const act = c.string('hidden_act', 'silu');
   if (act !== 'silu') throw new UserError(`${configPath}: hidden_act ${act} is not supported for ${variant} (only silu)`);
@@ -131,9 +140,12 @@ function fromHfConfig(input: HfConfigInput): HfReading {
   const headDim = json.head_dim == null ? c.divide('hidden_size', dim, 'num_attention_heads', nHeads) : c.int('head_dim');
   if (nHeads % nKvHeads !== 0) throw new UserError(`${configPath}: ${nHeads} attention heads are not divisible by ${nKvHeads} KV heads`);
   if (headDim % 2 !== 0) throw new UserError(`${configPath}: head size ${headDim} is odd; RoPE needs pairs`);
-  const tied = c.bool('tie_word_embeddings', false);
-  const config: ModelConfig = {
-    arch: 'llama',
+  const tied = c.bool('tie_word_embeddings', defaults.tied ?? false);
+  if (!tied && !has('lm_head.weight')) {
+    throw new UserError(`${configPath}: tie_word_embeddings is false but the checkpoint has no lm_head.weight`);
+  }
+  return {
+    arch,
     dim,
     nLayers: layerCount(input, 'num_hidden_layers', c.int('num_hidden_layers')),
     nHeads,
@@ -141,25 +153,27 @@ function fromHfConfig(input: HfConfigInput): HfReading {
     headDim,
     ffnDim: c.int('intermediate_size'),
     vocabSize: c.int('vocab_size'),
-    normEps: c.positive('rms_norm_eps', 1e-6),
+    normEps: c.positive('rms_norm_eps', defaults.normEps ?? 1e-6),
     maxSeqLen: c.int('max_position_embeddings', 2048),
     tiedHead: tied,
-    ropeTheta: c.positive('rope_theta', 10000),
+    ropeTheta: c.positive('rope_theta', defaults.ropeTheta ?? 10000),
     // Hugging Face keeps q/k in rotate-half order (pairs i and i + d/2); GGUF converters permute them, we do not.
     ropePairing: 'half',
     ropeScaling: ropeScaling(configPath, json.rope_scaling),
-    qkvBias: variant === 'qwen2' || has('model.layers.0.self_attn.q_proj.bias'),
+    qkvBias: false,
   };
-  if (!tied && !has('lm_head.weight')) {
-    throw new UserError(`${configPath}: tie_word_embeddings is false but the checkpoint has no lm_head.weight`);
-  }
-  return {
-    config,
-    prefix: '',
-    // Old checkpoints store RoPE's inv_freq buffer; a tied model may still carry a copy of the head, which
-    // transformers ignores too (it uses the embeddings).
-    ignore: (n) => n.endsWith('.rotary_emb.inv_freq') || (tied && n === 'lm_head.weight'),
-  };
+}
+
+/** Stored tensors transformers ignores: old checkpoints' RoPE inv_freq buffer; a tied model's copy of the head. */
+export function llamaLikeIgnore(config: ModelConfig): (n: string) => boolean {
+  return (n) => n.endsWith('.rotary_emb.inv_freq') || (config.tiedHead && n === 'lm_head.weight');
+}
+
+function fromHfConfig(input: HfConfigInput): HfReading {
+  const variant = variantOf(input.json);
+  const config = llamaLikeConfig(input, 'llama', variant);
+  config.qkvBias = variant === 'qwen2' || input.has('model.layers.0.self_attn.q_proj.bias');
+  return { config, prefix: '', ignore: llamaLikeIgnore(config) };
 }
 
 /** `rope_scaling`: absent/null/"default" means none; Llama 3.1's "llama3" is supported; anything else would be wrong. */
