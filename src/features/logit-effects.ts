@@ -6,11 +6,13 @@
  * The direction r ∈ R^D of a run's selection:
  *   resid, attn_out, mlp_out   the sum of the selected features' unit vectors (one feature: its unit vector), since
  *                              these hooks are residual-space vectors (what the stream holds or a branch adds to it)
- *   attn                       the same: in both current families `attn` is the attention branch's output after its
- *                              output projection (there is no branch-output norm, so attn = attn_out); a family with a
- *                              norm after o_proj would need that norm's gain here
+ *   attn                       the attention branch's output after its output projection: the same as attn_out where
+ *                              the branch has no output norm (Llama, GPT-2, Gemma, Qwen3); Gemma-2 and OLMo-2 norm it
+ *                              before the residual add, so their direction goes through that norm's gain
+ *                              (spec.attnDirection)
  *   mlp                        the selected neurons' down-projection columns, summed: neuron j's output direction into
- *                              the residual stream (without the down-projection's bias, which no neuron owns)
+ *                              the residual stream (without the down-projection's bias, which no neuron owns; through
+ *                              the post-MLP norm's gain in Gemma-2 and OLMo-2)
  *   --direction v              v in the hook's space (for mlp, its down-projection W_down·v)
  *
  * The final norm applied to a bare direction: a norm is not linear, so there is no exact "logits of a direction". We
@@ -20,6 +22,8 @@
  * the direction. This is SAEDashboard's "W_U applied to the decoder direction, through the norm's weight", plus
  * LayerNorm's centring (which removes the direction's mean component exactly as the norm does).
  *   value[v] = (W_U (g ⊙ r'))[v]     r' = r (RMSNorm) or r − mean(r) (LayerNorm)
+ * Gemma's norms scale by (1 + g), so that is the gain there; Gemma-2's final soft cap c·tanh(s/c) is left out: it is
+ * monotonic, so it changes values but not the ranking, and the values stay linear in the direction.
  * The values are logits per unit of the direction before the norm's 1/σ: comparable between tokens of one feature,
  * not an absolute logit change.
  */
@@ -88,9 +92,9 @@ export async function logitEffects(
     const chunk = vectors.slice(start, start + ROWS);
     const v = new Float32Array(ROWS * F);
     chunk.forEach((x, i) => v.set(x, i * F));
-    const res = await runner.runGraph(`logit-effects|${ROWS}|${hook}|${hook === 'mlp' ? block : ''}`, (g, w) => {
+    const res = await runner.runGraph(`logit-effects|${ROWS}|${hook}|${hook === 'mlp' || hook === 'attn' ? block : ''}`, (g, w) => {
       const input = g.input('v', [1, ROWS, F]);
-      const r = hook === 'mlp' ? spec.mlpDown(input, block - 1, cfg, w) : input;
+      const r = hook === 'mlp' ? spec.mlpDown(input, block - 1, cfg, w) : hook === 'attn' && spec.attnDirection ? spec.attnDirection(input, block - 1, cfg, w) : input;
       g.output(spec.directionLogits(r, cfg, w), 'logits');
     // The request sizes the memory check: this graph binds the head (V × D) and, for mlp, one block's down-projection.
     }, { v }, { range: [cfg.nLayers, cfg.nLayers], B: 1, T: ROWS });

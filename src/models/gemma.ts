@@ -189,4 +189,7 @@ export const gemmaSpec: ArchitectureSpec = {
   embed: (ids, cfg, w) => mul(gather(w.get('token_embd.weight'), ids, 0), embeddingScale(cfg)),
   inputFromEmbeddings: (e, cfg) => mul(e, embeddingScale(cfg)),
   head: (x, cfg, w) => gemmaLogits(x, w.get, cfg),
+  mlpDown: (a, layer, _cfg, w) => linear(a, w.get(`blk.${layer}.ffn_down.weight`)),
+  // Gemma's RMSNorm gain is (1 + w); the head is tied.
+  directionLogits: (v, _cfg, w) => linear(mul(v, add(w.get('output_norm.weight'), 1)), w.get('token_embd.weight')),
 };

@@ -124,4 +124,9 @@ export const gemma2Spec: ArchitectureSpec = {
     const c = options(cfg).finalSoftcap;
     return c === null ? logits : softcap(logits, c);
   },
+  // Gemma norms scale by (1 + w); both branches are normed before the residual add; the final soft cap is monotonic
+  // and left out (logit-effects.ts).
+  mlpDown: (a, layer, _cfg, w) => mul(linear(a, w.get(`blk.${layer}.ffn_down.weight`)), add(w.get(`blk.${layer}.post_ffw_norm.weight`), 1)),
+  attnDirection: (v, layer, _cfg, w) => mul(v, add(w.get(`blk.${layer}.post_attention_norm.weight`), 1)),
+  directionLogits: (v, _cfg, w) => linear(mul(v, add(w.get('output_norm.weight'), 1)), w.get('token_embd.weight')),
 };

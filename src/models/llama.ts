@@ -107,6 +107,16 @@ export function llamaHead(x: Value, w: WeightFn, cfg: ModelConfig): Value {
   return linear(xn, w(cfg.tiedHead ? 'token_embd.weight' : 'output.weight'));
 }
 
+/** A neuron direction [..., ffn] → the residual stream: the down-projection's columns (logit-effects.ts). */
+export function llamaMlpDown(a: Value, layer: number, w: WeightFn): Value {
+  return linear(a, w(`blk.${layer}.ffn_down.weight`));
+}
+
+/** A bare direction → logits through the final RMSNorm's gain and the head (logit-effects.ts says why no 1/rms). */
+export function llamaDirectionLogits(v: Value, w: WeightFn, cfg: ModelConfig): Value {
+  return linear(mul(v, w('output_norm.weight')), w(cfg.tiedHead ? 'token_embd.weight' : 'output.weight'));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The spec: config.json / GGUF → ModelConfig, and the tensor list
 
@@ -312,9 +322,9 @@ export const llamaSpec: ArchitectureSpec = {
   embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
   inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => llamaHead(x, w.get, cfg),
-  mlpDown: (a, layer, _cfg, w) => linear(a, w.get(`blk.${layer}.ffn_down.weight`)),
+  mlpDown: (a, layer, _cfg, w) => llamaMlpDown(a, layer, w.get),
   // RMSNorm(x) = g ⊙ x / rms(x): for a direction, the gain g; the positive 1/rms(x) scales every logit alike.
-  directionLogits: (v, cfg, w) => linear(mul(v, w.get('output_norm.weight')), w.get(cfg.tiedHead ? 'token_embd.weight' : 'output.weight')),
+  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
 };
 
 /** `llama.block_count`, bounded by the tensors stored: a bogus 2^32 must not drive per-layer loops. */

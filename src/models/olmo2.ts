@@ -14,7 +14,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaHead, llamaLikeConfig, llamaLikeIgnore, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaDirectionLogits, llamaHead, llamaLikeConfig, llamaMlpDown, llamaLikeIgnore, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -112,4 +112,8 @@ export const olmo2Spec: ArchitectureSpec = {
   embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
   inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => llamaHead(x, w.get, cfg),
+  // Both branches are normed before the residual add: their directions go through those norms' gains.
+  mlpDown: (a, layer, _cfg, w) => mul(llamaMlpDown(a, layer, w.get), w.get(`blk.${layer}.post_ffw_norm.weight`)),
+  attnDirection: (v, layer, _cfg, w) => mul(v, w.get(`blk.${layer}.post_attention_norm.weight`)),
+  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
 };

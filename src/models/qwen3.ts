@@ -12,7 +12,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaHead, llamaLikeConfig, llamaLikeIgnore, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaDirectionLogits, llamaHead, llamaLikeConfig, llamaMlpDown, llamaLikeIgnore, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function qwen3Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -116,4 +116,6 @@ export const qwen3Spec: ArchitectureSpec = {
   embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
   inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => llamaHead(x, w.get, cfg),
+  mlpDown: (a, layer, _cfg, w) => llamaMlpDown(a, layer, w.get),
+  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
 };

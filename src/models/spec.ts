@@ -128,4 +128,10 @@ export interface ArchitectureSpec {
    * part and the head (no 1/σ scale, no norm bias; features/logit-effects.ts states why).
    */
   directionLogits(v: Value, cfg: ModelConfig, w: Weights): Value;
+  /**
+   * An `attn` direction [..., D] of block `layer` → what it adds to the residual stream, for families whose attention
+   * branch has an output norm (Gemma-2, OLMo-2: its gain, by the same linear-part rule as directionLogits). Absent:
+   * `attn` is already a residual-space vector.
+   */
+  attnDirection?(v: Value, layer: number, cfg: ModelConfig, w: Weights): Value;
 }
