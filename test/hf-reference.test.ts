@@ -26,7 +26,10 @@ after(async () => {
   for (const r of runners) await r.close();
 });
 
-for (const name of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2-f16', 'gpt2-prefixed-f32']) {
+// GPT-NeoX (Pythia, both residual forms), Phi and Phi-3: scripts/make_neox_phi_fixtures.py, every hook at every block.
+const NEOX_PHI = ['pythia-parallel-f16', 'neox-sequential-f16', 'phi-f16', 'phi3-gqa-bf16', 'phi3-partial-tied-bf16'];
+
+for (const name of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2-f16', 'gpt2-prefixed-f32', ...NEOX_PHI]) {
   const dir = fixturePath(`hf/${name}`);
   const ref = JSON.parse(readFileSync(path.join(dir, 'reference.json'), 'utf8')) as Reference;
   const model = loadModel(dir);

@@ -24,6 +24,9 @@ after(async () => {
 const SOURCES: Record<Family, string[]> = {
   llama: ['hf/llama-gqa-bf16', 'hf/qwen2-tied', 'hf/llama3-rope-scaling', 'stories260K.gguf'],
   gpt2: ['hf/gpt2-f16', 'hf/gpt2-prefixed-f32'],
+  gpt_neox: ['hf/pythia-parallel-f16', 'hf/neox-sequential-f16'],
+  phi: ['hf/phi-f16'],
+  phi3: ['hf/phi3-gqa-bf16', 'hf/phi3-partial-tied-bf16'],
 };
 
 test('random-model --like for every spec: the folder reads back to the same config, with exactly the spec\'s tensors', () => {

@@ -3,11 +3,14 @@
  * here: the readers, `random-model`, the memory estimate and the graphs look the spec up rather than knowing families.
  */
 import type { Family, ModelConfig } from './config.js';
+import { gptNeoxSpec } from './gpt-neox.js';
 import { gpt2Spec } from './gpt2.js';
 import { llamaSpec } from './llama.js';
+import { phiSpec } from './phi.js';
+import { phi3Spec } from './phi3.js';
 import type { ArchitectureSpec, TensorSpec } from './spec.js';
 
-export const SPECS: readonly ArchitectureSpec[] = [llamaSpec, gpt2Spec];
+export const SPECS: readonly ArchitectureSpec[] = [llamaSpec, gpt2Spec, gptNeoxSpec, phiSpec, phi3Spec];
 
 const BY_FAMILY = new Map<Family, ArchitectureSpec>(SPECS.map((s) => [s.family, s]));
 
