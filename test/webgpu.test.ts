@@ -57,12 +57,16 @@ test('--device webgpu without a Vulkan driver is a one-line error naming the fla
   assert.equal(env.stderr, 'llm-features: LLMF_DEVICE: unknown device "cuda" (expected cpu, webgpu)\n');
 });
 
-// One checkpoint per architecture: llama2.c (Llama), and Hugging Face Llama (GQA, bf16 shards), Qwen2 and GPT-2.
+// One checkpoint per architecture: llama2.c (Llama), and Hugging Face Llama (GQA, bf16 shards), Qwen2, GPT-2, GPT-NeoX, Phi, Phi-3.
 const MODELS: [string, string][] = [
   ['stories260K', modelPath('stories260K.bin')],
   ['llama-gqa-bf16', fixturePath('hf/llama-gqa-bf16')],
   ['qwen2-tied', fixturePath('hf/qwen2-tied')],
   ['gpt2-prefixed-f32', fixturePath('hf/gpt2-prefixed-f32')],
+  // GPT-NeoX (parallel residual, erf GELU), Phi, Phi-3 (fused qkv / gate_up slices).
+  ['pythia-parallel-f16', fixturePath('hf/pythia-parallel-f16')],
+  ['phi-f16', fixturePath('hf/phi-f16')],
+  ['phi3-gqa-bf16', fixturePath('hf/phi3-gqa-bf16')],
 ];
 
 for (const [name, file] of MODELS) {
