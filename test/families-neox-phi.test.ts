@@ -61,6 +61,8 @@ for (const { family, fixture, dtype, hook } of FAMILIES) {
     const info = JSON.parse(cli(['inspect', '--model', dir], env).stdout);
     assert.equal(info.architecture, family);
     assert.equal(info.stored_dtype, dtype);
+    // Pythia rotates 4 of 16 head dims (rotary_pct 0.25), Phi 4 of 8 (0.5), Phi-3 all 8; both Pythia and Phi are parallel.
+    assert.deepEqual([info.rope.rotary_dim, info.parallel_residual], { gpt_neox: [4, true], phi: [4, true], phi3: [8, false] }[family]);
     const out = path.join(tmp, `random-${fixture}`);
     const r = cli(['random-model', '--like', dir, '--out', out, '--seed', '5', '--json'], env);
     assert.equal(r.code, 0, r.stderr);

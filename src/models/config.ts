@@ -40,7 +40,10 @@ export interface ModelConfig {
    * headDim (every dimension rotated).
    */
   rotaryDim?: number;
-  /** GPT-NeoX `use_parallel_residual`: attention and MLP both read the block input, x + attn(ln1 x) + mlp(ln2 x). */
+  /**
+   * Attention and MLP both read the block input, x + attn(ln1 x) + mlp(ln2 x): GPT-NeoX `use_parallel_residual`, and
+   * always for Phi. Absent: the sequential form.
+   */
   parallelResidual?: boolean;
 }
 

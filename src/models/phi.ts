@@ -73,6 +73,8 @@ function fromHfConfig(input: HfConfigInput): HfReading {
     ropeScaling: null,
     qkvBias: true,
     rotaryDim: rotaryWidth(configPath, 'partial_rotary_factor', c.positive('partial_rotary_factor', 0.5), headDim),
+    // Always: Phi has no sequential form (the block does not read this; it describes the model, e.g. to inspect).
+    parallelResidual: true,
   };
   return {
     config,
