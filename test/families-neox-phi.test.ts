@@ -147,3 +147,11 @@ test('phi3: the context is capped at sliding_window (longer inputs are refused, 
   assert.match(r.stderr, /5 tokens exceed the model's context of 4/);
   assert.equal(loadModel(fixturePath('hf/phi3-gqa-bf16')).config.maxSeqLen, 64);
 });
+
+test('parallel blocks: an mlp request builds no attention (no unused rotary constants, so onnxruntime prints nothing)', () => {
+  for (const fixture of ['pythia-parallel-f16', 'phi-f16']) {
+    const r = cli(['forward', '--model', fixturePath(`hf/${fixture}`), '--ids', '1,2,3', '--blocks', '1-2', '--hook', 'mlp', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+  }
+});

@@ -36,13 +36,13 @@ function splitFusedPerHead(qkv: Value, nHeads: number, hd: number): [Value, Valu
   return [0, 1, 2].map((i) => transpose(slice(perHead, -1, i * hd, (i + 1) * hd), [0, 2, 1, 3])) as [Value, Value, Value];
 }
 
-function neoxBlock(x: Value, layer: number, w: Weights, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
-  const cfg = ctx.cfg;
+function neoxBlock(x: Value, layer: number, w: Weights, cfg: ModelConfig, rotary: () => LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `gpt_neox.layers.${layer}.`;
   const norm = (v: Value, name: string) => layernorm(v, w.get(p + name + '.weight'), w.get(p + name + '.bias'), cfg.normEps);
   const attention = (): Value => {
     const qkv = dense(norm(x, 'input_layernorm'), w, p + 'attention.query_key_value', cfg.qkvBias);
     const [q, k, v] = splitFusedPerHead(qkv, cfg.nHeads, cfg.headDim);
+    const ctx = rotary();
     return dense(attend(rope(q, ctx), rope(k, ctx), v, ctx.mask), w, p + 'attention.dense', cfg.qkvBias);
   };
   const mlpOf = (h: Value) => gelu(dense(norm(h, 'post_attention_layernorm'), w, p + 'mlp.dense_h_to_4h', true));
@@ -208,8 +208,11 @@ export const gptNeoxSpec: ArchitectureSpec = {
   hooks: HOOKS,
   embeddingTable: 'gpt_neox.embed_in.weight',
   blocks(g: Graph, cfg, length) {
-    const ctx = llamaContext(g, cfg, length);
-    return (x, layer, w, upTo) => neoxBlock(x, layer, w, ctx, upTo);
+    // Built on first use: a graph that only reads MLP hooks of a parallel block has no attention, and constants no
+    // node reads would make onnxruntime warn about unused initializers on stderr.
+    let ctx: LlamaContext | null = null;
+    const rotary = () => (ctx ??= llamaContext(g, cfg, length));
+    return (x, layer, w, upTo) => neoxBlock(x, layer, w, cfg, rotary, upTo);
   },
   embed: (ids, _cfg, w) => gather(w.get('gpt_neox.embed_in.weight'), ids, 0),
   inputFromEmbeddings: (e) => e,

@@ -20,8 +20,7 @@ import { layernorm } from './gpt2.js';
 import { llamaContext, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
-function phiBlock(x: Value, layer: number, w: Weights, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
-  const cfg = ctx.cfg;
+function phiBlock(x: Value, layer: number, w: Weights, cfg: ModelConfig, rotary: () => LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `model.layers.${layer}.`;
   const xn = layernorm(x, w.get(p + 'input_layernorm.weight'), w.get(p + 'input_layernorm.bias'), cfg.normEps);
   const mlpBranch = () => geluTanh(dense(xn, w, p + 'mlp.fc1', true));
@@ -30,6 +29,7 @@ function phiBlock(x: Value, layer: number, w: Weights, ctx: LlamaContext, upTo: 
     const mlp = mlpBranch();
     return upTo === 'mlp' ? { mlp } : { mlp, mlp_out: dense(mlp, w, p + 'mlp.fc2', true) };
   }
+  const ctx = rotary();
   const q = rope(splitHeads(dense(xn, w, p + 'self_attn.q_proj', true), cfg.nHeads), ctx);
   const k = rope(splitHeads(dense(xn, w, p + 'self_attn.k_proj', true), cfg.nKvHeads), ctx);
   const v = splitHeads(dense(xn, w, p + 'self_attn.v_proj', true), cfg.nKvHeads);
@@ -151,8 +151,11 @@ export const phiSpec: ArchitectureSpec = {
   hooks: HOOKS,
   embeddingTable: 'model.embed_tokens.weight',
   blocks(g: Graph, cfg, length) {
-    const ctx = llamaContext(g, cfg, length);
-    return (x, layer, w, upTo) => phiBlock(x, layer, w, ctx, upTo);
+    // Built on first use: a graph that only reads MLP hooks of a parallel block has no attention, and constants no
+    // node reads would make onnxruntime warn about unused initializers on stderr.
+    let ctx: LlamaContext | null = null;
+    const rotary = () => (ctx ??= llamaContext(g, cfg, length));
+    return (x, layer, w, upTo) => phiBlock(x, layer, w, cfg, rotary, upTo);
   },
   embed: (ids, _cfg, w) => gather(w.get('model.embed_tokens.weight'), ids, 0),
   inputFromEmbeddings: (e) => e,
