@@ -323,7 +323,7 @@ test('an untied model without lm_head is refused', () => {
 test('unknown architectures name the supported ones', () => {
   throwsUser(
     () => loadHfFolder(singleFile({ ...LLAMA, architectures: ['FalconForCausalLM'], model_type: 'falcon' })),
-    /config\.json: architecture FalconForCausalLM is not supported \(supported: llama, mistral, qwen2, gpt2\)/,
+    /config\.json: architecture FalconForCausalLM is not supported \(supported: llama, mistral, qwen2, gpt2, gpt_neox, phi, phi3\)/,
   );
 });
 
