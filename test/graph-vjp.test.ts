@@ -97,6 +97,47 @@ test('concat', () => checkVjp([[2, 3], [2, 2]], (a, b) => G.concat([a, b], 1)));
 test('slice', () => checkVjp([[4, 5]], (a) => G.slice(a, 1, 1, 4)));
 test('pad', () => checkVjp([[2, 3]], (a) => G.pad(a, [1, 0], [0, 2])));
 test('silu and gelu (composites)', () => checkVjp([[2, 3], [2, 3]], (a, b) => G.add(G.silu(a), G.geluTanh(b))));
+
+/** erf by its Maclaurin series, in double (|x| ≤ 4: the largest term is ~1e5, so ~1e-11 absolute is left). */
+function erfSeries(x: number): number {
+  let term = x;
+  let sum = x;
+  for (let n = 1; n < 120; n++) {
+    term *= (-x * x) / n;
+    sum += term / (2 * n + 1);
+  }
+  return (2 / Math.sqrt(Math.PI)) * sum;
+}
+
+// onnxruntime has Erf for float32 only, so erf and exact GELU are checked in float32 against direct formulas: the
+// value against the series, the gradient against d erf/dx = 2/√π·exp(−x²) and dGELU/dx = Φ(x) + x·φ(x).
+test('erf and exact gelu (float32): values and gradients equal the direct formulas', async () => {
+  const g = new Graph({ float: 'float32' });
+  const n = 41;
+  const xs = Array.from({ length: n }, (_, i) => -4 + (8 * i) / (n - 1));
+  const x = g.input('x', [n], { grad: true });
+  const e = G.erf(x);
+  const ge = G.gelu(x);
+  const [de] = grad(G.reduceSum(e, [0]), [x]);
+  const [dg] = grad(G.reduceSum(ge, [0]), [x]);
+  g.output(e, 'e');
+  g.output(ge, 'g');
+  g.output(de!, 'de');
+  g.output(dg!, 'dg');
+  const session = await GraphSession.create(g);
+  const out = await session.run({ x: Float32Array.from(xs) });
+  xs.forEach((v, i) => {
+    const xv = Math.fround(v);
+    const phi = Math.exp((-xv * xv) / 2) / Math.sqrt(2 * Math.PI);
+    const want = { e: erfSeries(xv), g: 0.5 * xv * (1 + erfSeries(xv / Math.SQRT2)), de: (2 / Math.sqrt(Math.PI)) * Math.exp(-xv * xv), dg: 0.5 * (1 + erfSeries(xv / Math.SQRT2)) + xv * phi };
+    for (const k of ['e', 'g', 'de', 'dg'] as const) {
+      const got = (out[k] as Float32Array)[i]!;
+      assert.ok(Math.abs(got - want[k]) <= 2e-6 * Math.max(1, Math.abs(want[k])), `${k}(${xv}) = ${got}, want ${want[k]}`);
+    }
+  });
+  await session.release();
+  assert.throws(() => G.erf(new Graph({ float: 'float64' }).input('x', [2])), /no float64 Erf/);
+});
 test('a value used twice accumulates both gradients', () => checkVjp([[3, 3]], (a) => G.matmul(a, G.tanh(a))));
 
 test('gather is forward-only and refuses an operand that needs a gradient', () => {

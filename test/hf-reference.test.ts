@@ -31,7 +31,7 @@ after(async () => {
 const NAMES = readdirSync(fixturePath('hf')).filter((n) => existsSync(path.join(fixturePath('hf'), n, 'reference.json'))).sort();
 
 test('the reference fixtures of the original families are all found', () => {
-  for (const n of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2-f16', 'gpt2-prefixed-f32']) assert.ok(NAMES.includes(n), n);
+  for (const n of ['llama-gqa-bf16', 'qwen2-tied', 'llama3-rope-scaling', 'gpt2-f16', 'gpt2-prefixed-f32', 'pythia-parallel-f16', 'neox-sequential-f16', 'phi-f16', 'phi3-gqa-bf16', 'phi3-partial-tied-bf16']) assert.ok(NAMES.includes(n), n);
 });
 
 for (const name of NAMES) {

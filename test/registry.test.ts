@@ -28,6 +28,9 @@ const SOURCES: Record<Family, string[]> = {
   gemma2: ['hf/gemma2-window-bf16'],
   qwen3: ['hf/qwen3-bf16'],
   olmo2: ['hf/olmo2-bf16-sharded'],
+  gpt_neox: ['hf/pythia-parallel-f16', 'hf/neox-sequential-f16'],
+  phi: ['hf/phi-f16'],
+  phi3: ['hf/phi3-gqa-bf16', 'hf/phi3-partial-tied-bf16'],
 };
 
 test('random-model --like for every spec: the folder reads back to the same config, with exactly the spec\'s tensors', () => {

@@ -58,7 +58,8 @@ test('--device webgpu without a Vulkan driver is a one-line error naming the fla
 });
 
 // One checkpoint per architecture: llama2.c (Llama), and Hugging Face Llama (GQA, bf16 shards), Qwen2, GPT-2, Gemma,
-// Gemma-2 (at 5 tokens, past its window of 3, so the sliding-window mask is placed too), Qwen3 and OLMo-2.
+// Gemma-2 (at 5 tokens, past its window of 3, so the sliding-window mask is placed too), Qwen3, OLMo-2, GPT-NeoX
+// (parallel residual, erf GELU), Phi and Phi-3 (fused qkv / gate_up slices).
 const MODELS: [string, string][] = [
   ['stories260K', modelPath('stories260K.bin')],
   ['llama-gqa-bf16', fixturePath('hf/llama-gqa-bf16')],
@@ -68,6 +69,9 @@ const MODELS: [string, string][] = [
   ['gemma2-window-bf16', fixturePath('hf/gemma2-window-bf16')],
   ['qwen3-bf16', fixturePath('hf/qwen3-bf16')],
   ['olmo2-bf16-sharded', fixturePath('hf/olmo2-bf16-sharded')],
+  ['pythia-parallel-f16', fixturePath('hf/pythia-parallel-f16')],
+  ['phi-f16', fixturePath('hf/phi-f16')],
+  ['phi3-gqa-bf16', fixturePath('hf/phi3-gqa-bf16')],
 ];
 const LENGTH: Record<string, string> = { 'gemma2-window-bf16': '5' };
 

@@ -61,7 +61,7 @@ function simple(onnxOp: string) {
 // The table
 
 export type OpName =
-  | 'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'sqrt' | 'tanh' | 'sigmoid' | 'abs' | 'sign'
+  | 'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'sqrt' | 'tanh' | 'erf' | 'sigmoid' | 'abs' | 'sign'
   | 'matmul' | 'linear' | 'reduceSum' | 'reduceMean' | 'reshape' | 'transpose' | 'expand' | 'softmax'
   | 'concat' | 'slice' | 'pad' | 'gather';
 
@@ -97,6 +97,16 @@ export const OPS: Record<OpName, OpDef> = {
   exp: { shape: unaryShape('exp'), emit: simple('Exp'), vjp: (gy, _i, out) => [mul(gy, out)] },
   sqrt: { shape: unaryShape('sqrt'), emit: simple('Sqrt'), vjp: (gy, _i, out) => [div(mul(gy, 0.5), out)] },
   tanh: { shape: unaryShape('tanh'), emit: simple('Tanh'), vjp: (gy, _i, out) => [mul(gy, sub(1, mul(out, out)))] },
+  // d erf(x)/dx = 2/√π · exp(−x²). Exact GELU (GPT-NeoX, Pythia) needs it; ONNX has Erf since opset 9.
+  erf: {
+    shape: unaryShape('erf'),
+    emit: (g, [x], _a, out) => {
+      // onnxruntime's CPU provider registers Erf for float32 only; a float64 graph would fail at session creation.
+      if (x!.dtype === 'float64') throw new Error('erf: onnxruntime has no float64 Erf kernel (build the graph in float32)');
+      g.node('Erf', [x!.name], [out]);
+    },
+    vjp: (gy, [x]) => [mul(gy, mul(exp(neg(mul(x!, x!))), 2 / Math.sqrt(Math.PI)))],
+  },
   sigmoid: {
     shape: unaryShape('sigmoid'),
     emit: simple('Sigmoid'),
@@ -345,6 +355,7 @@ export const neg = (x: Value): Value => x.graph.apply('neg', [x]);
 export const exp = (x: Value): Value => x.graph.apply('exp', [x]);
 export const sqrt = (x: Value): Value => x.graph.apply('sqrt', [x]);
 export const tanh = (x: Value): Value => x.graph.apply('tanh', [x]);
+export const erf = (x: Value): Value => x.graph.apply('erf', [x]);
 export const sigmoid = (x: Value): Value => x.graph.apply('sigmoid', [x]);
 export const abs = (x: Value): Value => x.graph.apply('abs', [x]);
 export const sign = (x: Value): Value => x.graph.apply('sign', [x]);
@@ -371,6 +382,8 @@ export function swapLast(x: Value): Value {
 
 // Composites built from the table (their gradients follow from the primitives').
 export const silu = (x: Value): Value => mul(x, sigmoid(x));
+/** Exact GELU, torch's default `gelu` (transformers' "gelu"): x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
+export const gelu = (x: Value): Value => mul(mul(x, 0.5), add(1, erf(mul(x, Math.SQRT1_2))));
 /** GPT-2's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
 export const geluTanh = (x: Value): Value =>
   mul(mul(x, 0.5), add(1, tanh(mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI)))));

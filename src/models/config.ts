@@ -2,7 +2,7 @@
  * One normalised description of a model, whatever file it came from. Readers in src/formats produce raw metadata;
  * the loaders in load.ts map it onto this, and the block code in llama.ts / gpt2.ts reads only this.
  */
-export type Family = 'llama' | 'gpt2' | 'gemma' | 'gemma2' | 'qwen3' | 'olmo2';
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'gemma2' | 'qwen3' | 'olmo2' | 'gpt_neox' | 'phi' | 'phi3';
 
 /** Which dimensions RoPE rotates together: llama2.c and GGUF use (2i, 2i+1); Hugging Face Llama uses (i, i + d/2). */
 export type RopePairing = 'interleaved' | 'half';
@@ -36,6 +36,17 @@ export interface ModelConfig {
   qkvBias: boolean;
   /** Gemma-2 only (gemma2.ts): its attention and head quirks; absent for every other family. */
   gemma2?: Gemma2Options;
+  /**
+   * Partial rotary (GPT-NeoX `rotary_pct`, Phi/Phi-3 `partial_rotary_factor`): only the first `rotaryDim` dimensions
+   * of each head are rotated (rotate-half within them, frequencies from rotaryDim), the rest pass through. Absent:
+   * headDim (every dimension rotated).
+   */
+  rotaryDim?: number;
+  /**
+   * Attention and MLP both read the block input, x + attn(ln1 x) + mlp(ln2 x): GPT-NeoX `use_parallel_residual`, and
+   * always for Phi. Absent: the sequential form.
+   */
+  parallelResidual?: boolean;
 }
 
 /** What Gemma-2 adds to Gemma's attention and head (config.json names in brackets). */
@@ -65,10 +76,12 @@ export function hookWidth(cfg: ModelConfig, hook: Hook): number {
   return hook === 'mlp' ? cfg.ffnDim : cfg.dim;
 }
 
-/** Angular frequency of each rotated pair, with Llama 3 scaling when configured. */
+/** Angular frequency of each rotated pair (rotaryDim / 2 of them), with Llama 3 scaling when configured. */
 export function ropeFrequencies(cfg: ModelConfig): Float64Array {
-  const half = cfg.headDim / 2;
-  const freqs = Float64Array.from({ length: half }, (_, i) => Math.pow(cfg.ropeTheta, (-2 * i) / cfg.headDim));
+  // Partial rotary: the exponent's denominator is the rotated width, not the head (as transformers computes inv_freq).
+  const rd = cfg.rotaryDim ?? cfg.headDim;
+  const half = rd / 2;
+  const freqs = Float64Array.from({ length: half }, (_, i) => Math.pow(cfg.ropeTheta, (-2 * i) / rd));
   const s = cfg.ropeScaling;
   if (!s) return freqs;
   // Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate smoothly in between.

@@ -12,6 +12,14 @@ import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
+/**
+ * LayerNorm's direction-dependent linear part, for a bare direction (logit-effects.ts): g ⊙ (v − mean v). σ scales
+ * every logit alike and the bias adds the same logits whatever the direction.
+ */
+export function layerNormDirection(v: Value, weight: Value): Value {
+  return mul(sub(v, reduceMean(v, [-1], true)), weight);
+}
+
 export function layernorm(x: Value, weight: Value, bias: Value, eps: number): Value {
   const centered = sub(x, reduceMean(x, [-1], true));
   const variance = reduceMean(mul(centered, centered), [-1], true);
@@ -151,7 +159,5 @@ export const gpt2Spec: ArchitectureSpec = {
   head: (x, cfg, w) => linear(layernorm(x, w.get('ln_f.weight'), w.get('ln_f.bias'), cfg.normEps), w.get('wte.weight'), true),
   // Conv1D layout [ffn, D]: row j is neuron j's output direction.
   mlpDown: (a, layer, _cfg, w) => linear(a, w.get(`h.${layer}.mlp.c_proj.weight`), false),
-  // LayerNorm(x) = g ⊙ (x − mean x) / σ(x) + b: for a direction, centring and the gain g; σ scales every logit alike
-  // and the bias b adds the same logits whatever the direction.
-  directionLogits: (v, _cfg, w) => linear(mul(sub(v, reduceMean(v, [-1], true)), w.get('ln_f.weight')), w.get('wte.weight'), true),
+  directionLogits: (v, _cfg, w) => linear(layerNormDirection(v, w.get('ln_f.weight')), w.get('wte.weight'), true),
 };

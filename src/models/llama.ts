@@ -25,7 +25,10 @@ export interface LlamaContext {
 
 export function llamaContext(g: Graph, cfg: ModelConfig, length: number): LlamaContext {
   const hd = cfg.headDim;
-  const half = hd / 2;
+  // Partial rotary (rotaryDim < headDim): the pairs live in the first rotaryDim dimensions; the others get cos 1,
+  // sin 0 and no rotation entry, so x·cos + (x·R)·sin passes them through unchanged — no slicing or concatenation.
+  const rd = cfg.rotaryDim ?? hd;
+  const half = rd / 2;
   const freqs = ropeFrequencies(cfg);
   // Which pair each dimension belongs to, and the two members of pair i, for the two pairing conventions.
   const pairOf = (j: number) => (cfg.ropePairing === 'interleaved' ? j >> 1 : j % half);
@@ -35,7 +38,7 @@ export function llamaContext(g: Graph, cfg: ModelConfig, length: number): LlamaC
   const sin = new Float64Array(length * hd);
   for (let t = 0; t < length; t++) {
     for (let j = 0; j < hd; j++) {
-      const angle = t * freqs[pairOf(j)]!;
+      const angle = j < rd ? t * freqs[pairOf(j)]! : 0;
       cos[t * hd + j] = Math.cos(angle);
       sin[t * hd + j] = Math.sin(angle);
     }

@@ -5,13 +5,16 @@
 import type { Family, ModelConfig } from './config.js';
 import { gemmaSpec } from './gemma.js';
 import { gemma2Spec } from './gemma2.js';
+import { gptNeoxSpec } from './gpt-neox.js';
 import { gpt2Spec } from './gpt2.js';
 import { llamaSpec } from './llama.js';
 import { olmo2Spec } from './olmo2.js';
+import { phiSpec } from './phi.js';
+import { phi3Spec } from './phi3.js';
 import { qwen3Spec } from './qwen3.js';
 import type { ArchitectureSpec, TensorSpec } from './spec.js';
 
-export const SPECS: readonly ArchitectureSpec[] = [llamaSpec, gpt2Spec, gemmaSpec, gemma2Spec, qwen3Spec, olmo2Spec];
+export const SPECS: readonly ArchitectureSpec[] = [llamaSpec, gpt2Spec, gemmaSpec, gemma2Spec, qwen3Spec, olmo2Spec, gptNeoxSpec, phiSpec, phi3Spec];
 
 const BY_FAMILY = new Map<Family, ArchitectureSpec>(SPECS.map((s) => [s.family, s]));
 
