@@ -387,12 +387,13 @@ export class AtlasApi {
   private controlsOf(rec: AtlasRecord) {
     const rows = this.atlas.viewer.controlRecords({ model_hash: rec.model.hash, blocks: rec.blocks, hook: rec.hook, settings_hash: rec.settings_hash, select: rec.select }, MAX_CONTROLS);
     const mine = this.sources.tokenizer(rec.model.hash);
-    const keyOf = (tok: ReturnType<ModelSources['tokenizer']>, id: number) => (tok && mine ? `t:${tok.piece(id)}` : `i:${id}`);
+    const keyOf = (tok: ReturnType<ModelSources['tokenizer']>, id: number, text: boolean) => (text && tok ? `t:${tok.piece(id)}` : `i:${id}`);
     return rows.map(({ ids_json, free_json: _free, act_continuous, act_decoded, act_random, ...c }) => {
       const ids = ids_json === null ? [] : (JSON.parse(ids_json) as number[]);
       const tok = this.sources.tokenizer(c.model_hash);
       const free = (rec.free ?? []).filter((t) => rec.ids[t] !== undefined && ids[t] !== undefined);
-      const agreement = rec.status === 'ok' && c.status === 'ok' && free.length ? free.filter((t) => keyOf(mine, rec.ids[t]!) === keyOf(tok, ids[t]!)).length / free.length : null;
+      const text = mine !== null && tok !== null;
+      const agreement = rec.status === 'ok' && c.status === 'ok' && free.length ? free.filter((t) => keyOf(mine, rec.ids[t]!, text) === keyOf(tok, ids[t]!, text)).length / free.length : null;
       return {
         ...c,
         kind: CONTROL_NAME.test(c.model_name) ? ('control' as const) : ('same shape' as const),
