@@ -331,7 +331,7 @@ function histogramPlot(hist, markers) {
  */
 function actColour(a, scale) {
   const t = scale > 0 ? Math.max(0, Math.min(1, Math.abs(a) / scale)) : 0;
-  return a >= 0 ? `hsl(28 95% ${Math.round(100 - 48 * t)}%)` : `hsl(215 85% ${Math.round(100 - 45 * t)}%)`;
+  return a >= 0 ? `hsl(28 95% ${Math.round(100 - 48 * t)}%)` : `hsl(215 85% ${Math.round(100 - 48 * t)}%)`;
 }
 
 /**
