@@ -879,7 +879,7 @@ function markersOf(r, data) {
 /** The feature on real text: histogram with markers, top windows and quantile-bin samples. @param {any} data @param {(id: number) => string | null} text */
 function realDataSection(data, text) {
   const r = data.record;
-  const out = [h('h2', null, 'On real text')];
+  const out = /** @type {Element[]} */ ([h('h2', null, 'On real text')]);
   const sc = data.scan;
   if (!sc) {
     out.push(

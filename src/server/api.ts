@@ -1,7 +1,9 @@
 /**
  * The viewer's JSON API over a read-only atlas. Every route validates its parameters (400), answers 404 for records,
- * models and groups the atlas does not hold, and reads with short indexed queries (the grid never parses result JSON;
- * group counts and search entries are kept incrementally, see stats.ts), so pages stay fast on large atlases and every
+ * models and groups the atlas does not hold, and reads with short indexed queries (an unsorted grid page reads result
+ * JSON for its own cells only; sorting or filtering by a result field, the verdict counts and the atlas-wide search
+ * pass over the JSON of a group or the atlas, memoised per snapshot; group counts and search entries are kept
+ * incrementally, see stats.ts), so pages stay fast on large atlases and every
  * request sees the latest committed state while `atlas build` writes. The server runs each request in one read
  * transaction after AtlasStats.refresh(). The queries are the atlas's (atlas.viewer, src/atlas/viewer-queries.ts):
  * this file decides which to run, never how.
