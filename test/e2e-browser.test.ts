@@ -126,6 +126,13 @@ test('browser: overview → grid → feature → compare on an atlas built from 
       suppressed: [{ id: 302, text: ' the', value: -1.5 }],
     };
     res.verdict = [...res.verdict, { code: 'skip-path', message: `explained by the skip path (${Math.round(share * 100)} % of the objective)` }, { code: 'unstable', message: 'unstable across seeds' }];
+    if (feature === 3) {
+      // A refined prompt and an exhaustive best (built without --refine / --baseline exhaustive, to keep this short),
+      // so that their markers are drawn too.
+      res.refined = { method: 'gcg', ids: [300, 301, 302, 303], text: 'hand made', activation: res.activation.decoded * 1.5, cross_entropy: 5, start_ids: res.ids, start_activation: res.activation.decoded, start_cross_entropy: 6, steps: 5, evaluations: 50, improvements: 2, converged: false, retokenizes: true };
+      res.exhaustive = { vocab: 512, repeated: { best: [{ id: 300, text: ' named', activation: res.activation.decoded * 0.8 }] }, context: null, ranked: [] };
+      res.percentile = { ...res.percentile, refined: 99.93, exhaustive_repeated: [99.2] };
+    }
     atlas.db.prepare('UPDATE records SET result_json = ? WHERE id = ?').run(JSON.stringify(res), row.id);
   };
   contract(3, 0.9, 0.25);
@@ -277,12 +284,14 @@ test('browser: overview → grid → feature → compare on an atlas built from 
     ['continuous', r.activation.continuous, rec.percentile_text.continuous],
     ['decoded', r.activation.decoded, rec.percentile_text.decoded],
     ['random', r.activation.random, rec.percentile_text.random],
+    ['refined', r.refined.activation, 'p99.93'],
+    ['exhaustive', r.exhaustive.repeated.best[0].activation, 'p99.2'],
   ] as [string, number, string][]) {
     const marker = page.locator(`[data-test=histogram] [data-test=marker][data-kind=${kind}]`);
     assert.equal(await marker.count(), 1, kind);
     assert.equal(await marker.getAttribute('data-offscale'), value > hmax ? 'right' : value < hmin ? 'left' : 'no', kind);
     const label = (await marker.locator('text').textContent()) ?? '';
-    assert.ok(label.includes(pctText) && label.startsWith(kind), `${kind}: ${label} (${pctText})`);
+    assert.ok(label.includes(pctText) && label.startsWith(kind) && label.includes(value.toFixed(2)), `${kind}: ${label} (${pctText})`);
   }
   assert.ok(r.activation.continuous > hmax, 'the continuous optimum lies beyond every real token here');
   await page.locator('[data-test=histogram]').screenshot({ path: path.join(SHOTS, '3a-histogram.png') });
