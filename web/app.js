@@ -575,7 +575,7 @@ async function gridPage(params) {
       (ranked ? data.prev_offset !== null : data.prev_before !== null)
         ? h('a', { href: link('/grid', ranked ? { ...keep, offset: data.prev_offset } : { ...keep, before: data.prev_before }), 'data-test': 'prev-page' }, '← previous')
         : h('span', { class: 'muted' }, '← previous'),
-      h('span', { class: 'muted' }, data.cells.length ? `${range} ${filtered ? 'matching' : 'in this group'}${ranked ? ` · by ${SORTS.find(([v]) => v === data.sort)?.[1]}, ${data.order === 'desc' ? 'descending' : 'ascending'} (records without it last)` : ''}` : 'no features here'),
+      h('span', { class: 'muted' }, data.cells.length ? `${range} ${filtered ? 'matching' : 'in this group'}${ranked ? ` · by ${SORTS.find(([v]) => v === data.sort)?.[1]}, ${data.order === 'desc' ? 'descending' : 'ascending'}${data.sort === 'feature' ? '' : ' (records without it last)'}` : ''}` : 'no features here'),
       (ranked ? data.next_offset !== null : data.next_after !== null)
         ? h('a', { href: link('/grid', ranked ? { ...keep, offset: data.next_offset } : { ...keep, after: data.next_after }), 'data-test': 'next-page' }, 'next →')
         : h('span', { class: 'muted' }, 'next →'),
