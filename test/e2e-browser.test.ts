@@ -24,6 +24,7 @@ const CHROME = process.env.CHROME_PATH || '/usr/bin/chromium';
 const CHROME_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const SHOTS = process.env.LLMF_E2E_SCREENSHOTS || path.join(tmpdir(), 'llm-features-e2e');
 const FEATURES = 12;
+const CORPUS = path.join(projectRoot, '..', 'shared', 'corpora', 'tinystories-valid-head.txt');
 const XSS = '<img src=x onerror="window.__xss=1">  two  spaces\ttab';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'llmf-e2e-'));
@@ -94,13 +95,49 @@ async function apiJson(url: string): Promise<any> {
 test('browser: overview → grid → feature → compare on an atlas built from stories260K', async (t) => {
   if (!existsSync(CHROME)) assert.fail(`Chromium not found at ${CHROME}: install it (Debian: apt-get install chromium) or set CHROME_PATH to a Chrome/Chromium binary`);
 
-  // 1. The atlas, through the CLI: two block ranges so compare has something to compare.
-  const build = cli(['atlas', 'build', '--model', modelPath('stories260K.bin'), '--db', DB, '--blocks', '1,1-2', '--features', `0-${FEATURES - 1}`, '--steps', '30', '--tokens', '4', '--random-draws', '2', '--json']);
+  // 1. The atlas, through the CLI: two block ranges so compare has something to compare, calibrated against the
+  // TinyStories corpus (percentiles and verdicts), a corpus scan of blocks 1 (histogram and examples), and the same
+  // build on an untrained control with the trained embedding table (random-model --keep-embeddings).
+  const flags = ['--features', `0-${FEATURES - 1}`, '--steps', '30', '--tokens', '4', '--random-draws', '2', '--corpus', CORPUS];
+  const build = cli(['atlas', 'build', '--model', modelPath('stories260K.bin'), '--db', DB, '--blocks', '1,1-2', ...flags, '--json']);
   assert.equal(build.code, 0, build.stderr);
-  // A crafted record whose text tries markup injection, whitespace and a tab, in its own group (hook mlp).
+  const scan = cli(['atlas', 'scan', '--model', modelPath('stories260K.bin'), '--db', DB, '--blocks', '1', '--features', `0-${FEATURES - 1}`, '--corpus', CORPUS, '--max-tokens', '8000']);
+  assert.equal(scan.code, 0, scan.stderr);
+  const control = path.join(dir, 'stories260K-random');
+  const made = cli(['random-model', '--like', modelPath('stories260K.bin'), '--out', control, '--keep-embeddings']);
+  assert.equal(made.code, 0, made.stderr);
+  const controlBuild = cli(['atlas', 'build', '--model', control, '--db', DB, '--blocks', '1', ...flags]);
+  assert.equal(controlBuild.code, 0, controlBuild.stderr);
   const atlas = Atlas.open(DB);
-  const model = atlas.models()[0]!;
-  const settings = atlas.groups()[0]!.settings_hash;
+  const model = atlas.models().find((m) => m.name === 'stories260K.bin')!;
+  const settings = atlas.groups().find((g) => g.model_hash === model.hash)!.settings_hash;
+  // Issue 13's fields (skip, stability, logit_effects, skip-path / unstable findings) are not produced by this build
+  // yet: two real records of blocks 1 get them by hand, so the page's rendering of them is tested.
+  const contract = (feature: number, share: number, agreement: number) => {
+    const row = atlas.db.prepare('SELECT id, result_json FROM records WHERE model_hash = ? AND block_a = 1 AND block_b = 1 AND feature = ?').get(model.hash, feature) as { id: number; result_json: string };
+    const res = JSON.parse(row.result_json);
+    res.skip = { share };
+    res.stability = { seeds: 3, agreement, decoded: { min: 0.1, max: 0.4, mean: 0.25, std: 0.1 }, percentile: res.percentile ? { min: 97.5, max: 99.95 } : null, best: 2 };
+    res.logit_effects = {
+      promoted: [
+        { id: 300, text: ' named', value: 2.5 },
+        { id: 301, text: ' Tim', value: 1.25 },
+      ],
+      suppressed: [{ id: 302, text: ' the', value: -1.5 }],
+    };
+    res.verdict = [...res.verdict, { code: 'skip-path', message: `explained by the skip path (${Math.round(share * 100)} % of the objective)` }, { code: 'unstable', message: 'unstable across seeds' }];
+    if (feature === 3) {
+      // A refined prompt and an exhaustive best (built without --refine / --baseline exhaustive, to keep this short),
+      // so that their markers are drawn too.
+      res.refined = { method: 'gcg', ids: [300, 301, 302, 303], text: 'hand made', activation: res.activation.decoded * 1.5, cross_entropy: 5, start_ids: res.ids, start_activation: res.activation.decoded, start_cross_entropy: 6, steps: 5, evaluations: 50, improvements: 2, converged: false, retokenizes: true };
+      res.exhaustive = { vocab: 512, repeated: { best: [{ id: 300, text: ' named', activation: res.activation.decoded * 0.8 }] }, context: null, ranked: [] };
+      res.percentile = { ...res.percentile, refined: 99.93, exhaustive_repeated: [99.2] };
+    }
+    atlas.db.prepare('UPDATE records SET result_json = ? WHERE id = ?').run(JSON.stringify(res), row.id);
+  };
+  contract(3, 0.9, 0.25);
+  contract(5, 0.4, 0.75);
+  // A crafted record whose text tries markup injection, whitespace and a tab, in its own group (hook mlp).
   const hostile: RunResult = {
     select: '[:, :, 0]',
     blocks: [1, 1],
@@ -140,26 +177,70 @@ test('browser: overview → grid → feature → compare on an atlas built from 
 
   // Overview.
   await rendered(page, () => page.goto(`${base}/`));
-  assert.equal(await page.locator('[data-test=summary] .card-value').first().textContent(), String(2 * FEATURES + 1));
-  assert.equal(await page.locator('tr[data-test=group]').count(), 3);
+  assert.equal(await page.locator('[data-test=summary] .card-value').first().textContent(), String(3 * FEATURES + 1));
+  assert.equal(await page.locator('tr[data-test=group]').count(), 4);
+  assert.ok((await page.locator('tr[data-test=group] a[data-test=open-compare]').count()) >= 3, 'the overview links to compare');
   assert.match((await page.locator('[data-test=models]').textContent()) ?? '', /stories260K\.bin.*llama2c-tokenizer\.bin/);
   assert.equal(await page.locator('#db').textContent(), DB);
   await page.screenshot({ path: path.join(SHOTS, '1-overview.png'), fullPage: true });
 
   // Grid of blocks 1: every feature with its top-1 decode, as the API has it.
-  const firstGroup = page.locator('tr[data-test=group]').filter({ hasText: 'resid' }).first();
+  const firstGroup = page.locator('tr[data-test=group]').filter({ hasText: 'stories260K.bin' }).filter({ hasText: 'resid' }).first();
   assert.match((await firstGroup.textContent()) ?? '', /stories260K\.bin\s*1\s*resid/);
   await rendered(page, () => firstGroup.locator('a[data-test=open-grid]').click());
   const g = await apiJson(`${base}/api/grid?model=${model.hash}&blocks=1&hook=resid`);
   assert.equal(g.cells.length, FEATURES);
   const cells = page.locator('a[data-test=cell]');
   assert.equal(await cells.count(), FEATURES);
+  // Each cell is coloured by its decoded percentile's band (the scan's quantile bins); the legend names them.
+  const band = (p: number | null) => (p === null ? 'uncal' : p >= 99.9 ? 'p999' : p >= 99 ? 'p99' : p >= 90 ? 'p90' : p >= 50 ? 'p50' : 'p0');
   for (let i = 0; i < FEATURES; i++) {
     const c = g.cells[i];
     assert.equal(await cells.nth(i).getAttribute('data-feature'), String(c.feature));
     assert.equal(await cells.nth(i).locator('.top1').textContent(), drawn(c.top1_text), `cell ${i}`);
+    assert.equal(typeof c.pct_decoded, 'number', 'built with --corpus: every record is calibrated');
+    assert.equal(await cells.nth(i).getAttribute('data-band'), band(c.pct_decoded), `cell ${i} colour`);
+    assert.ok(((await cells.nth(i).textContent()) ?? '').includes(c.pct_text), `cell ${i} shows ${c.pct_text}`);
   }
+  assert.match((await page.locator('[data-test=legend]').textContent()) ?? '', /≥ p99\.9.*p99–p99\.9.*p90–p99.*p50–p90.*< p50.*uncalibrated/);
   await page.screenshot({ path: path.join(SHOTS, '2-grid.png'), fullPage: true });
+
+  // Sorting (server-side): by decoded percentile, descending, is the unsorted cells ordered by their percentile.
+  const byPct = [...g.cells].sort((a: { pct_decoded: number; feature: number }, b: { pct_decoded: number; feature: number }) => b.pct_decoded - a.pct_decoded || a.feature - b.feature).map((c: { feature: number }) => String(c.feature));
+  await rendered(page, async () => {
+    await page.selectOption('[data-test=sort]', 'percentile');
+    await page.click('form.controls button[type=submit]');
+  });
+  assert.deepEqual(await cells.evaluateAll((els) => els.map((e) => e.getAttribute('data-feature'))), byPct);
+  await page.screenshot({ path: path.join(SHOTS, '2b-grid-by-percentile.png'), fullPage: true });
+  // By skip share: the two records that have one come first (0.9 then 0.4), the rest after, by feature.
+  await rendered(page, async () => {
+    await page.selectOption('[data-test=sort]', 'skip');
+    await page.click('form.controls button[type=submit]');
+  });
+  const skipOrder = await cells.evaluateAll((els) => els.map((e) => e.getAttribute('data-feature')));
+  assert.deepEqual(skipOrder.slice(0, 3), ['3', '5', '0']);
+  // By stability, ascending: 0.25 (feature 3) before 0.75 (feature 5).
+  await rendered(page, async () => {
+    await page.selectOption('[data-test=sort]', 'stability');
+    await page.selectOption('[data-test=order]', 'asc');
+    await page.click('form.controls button[type=submit]');
+  });
+  assert.deepEqual((await cells.evaluateAll((els) => els.map((e) => e.getAttribute('data-feature')))).slice(0, 2), ['3', '5']);
+  // The verdict filter: only the records whose verdict has the finding, with its count in the menu.
+  const codes = g.verdict_counts.map((v: { code: string }) => v.code);
+  assert.ok(codes.includes('skip-path') && codes.includes('decoded-high'), codes.join(' '));
+  assert.match((await page.locator('[data-test=verdict-filter]').textContent()) ?? '', /skip-path \(2\)/);
+  await rendered(page, async () => {
+    await page.selectOption('[data-test=sort]', 'feature');
+    await page.selectOption('[data-test=order]', '');
+    await page.selectOption('[data-test=verdict-filter]', 'skip-path');
+    await page.click('form.controls button[type=submit]');
+  });
+  assert.deepEqual(await cells.evaluateAll((els) => els.map((e) => e.getAttribute('data-feature'))), ['3', '5']);
+  for (const v of await cells.evaluateAll((els) => els.map((e) => e.getAttribute('data-verdict') ?? ''))) assert.match(v, /(^| )skip-path( |$)/);
+  await page.screenshot({ path: path.join(SHOTS, '2c-grid-verdict-skip-path.png'), fullPage: true });
+  await rendered(page, () => page.goto(`${base}/#/grid?model=${model.hash}&blocks=1&hook=resid&settings=${settings}`));
 
   // Search narrows the grid to cells whose top-1 text contains the query.
   const probe = g.cells.map((c: { top1_text: string }) => c.top1_text.trim()).find((s: string) => s.length >= 2)!.slice(0, 2);
@@ -178,14 +259,79 @@ test('browser: overview → grid → feature → compare on an atlas built from 
   await rendered(page, () => page.goBack());
   await rendered(page, () => page.goBack());
 
-  // Feature page of feature 3.
+  // Feature page of feature 3 (it carries the hand-added issue-13 fields).
   const cell = page.locator('a[data-test=cell][data-feature="3"]');
   await rendered(page, () => cell.click());
   const id = g.cells[3].id;
   assert.match(page.url(), new RegExp(`#/feature/${id}$`));
   const rec = await apiJson(`${base}/api/record/${id}`);
   const r = rec.record;
-  assert.equal(await page.locator('[data-test=status]').textContent(), 'ok');
+  // The run's status is apart from the verdict: no green "ok"; the findings are listed with their codes.
+  assert.equal(await page.locator('[data-test=status]').textContent(), 'run completed');
+  assert.deepEqual(
+    await page.locator('ul[data-test=verdict] li').evaluateAll((els) => els.map((e) => e.getAttribute('data-code'))),
+    r.verdict.map((f: { code: string }) => f.code),
+  );
+  assert.ok(r.verdict.some((f: { code: string }) => f.code === 'skip-path'));
+
+  // The real-data histogram: one bar per non-empty bin, a marker per activation labelled with its percentile, and
+  // an activation beyond the real range drawn as an off-scale arrow.
+  const hist = rec.scan.feature.tokens.histogram;
+  assert.equal(await page.locator('[data-test=histogram] [data-test=hist-bar]').count(), hist.counts.filter((c: number) => c > 0).length);
+  const hmax = hist.edges[hist.edges.length - 1];
+  const hmin = hist.edges[0];
+  for (const [kind, value, pctText] of [
+    ['continuous', r.activation.continuous, rec.percentile_text.continuous],
+    ['decoded', r.activation.decoded, rec.percentile_text.decoded],
+    ['random', r.activation.random, rec.percentile_text.random],
+    ['refined', r.refined.activation, 'p99.93'],
+    ['exhaustive', r.exhaustive.repeated.best[0].activation, 'p99.2'],
+  ] as [string, number, string][]) {
+    const marker = page.locator(`[data-test=histogram] [data-test=marker][data-kind=${kind}]`);
+    assert.equal(await marker.count(), 1, kind);
+    assert.equal(await marker.getAttribute('data-offscale'), value > hmax ? 'right' : value < hmin ? 'left' : 'no', kind);
+    const label = (await marker.locator('text').textContent()) ?? '';
+    assert.ok(label.includes(pctText) && label.startsWith(kind) && label.includes(value.toFixed(2)), `${kind}: ${label} (${pctText})`);
+  }
+  assert.ok(r.activation.continuous > hmax, 'the continuous optimum lies beyond every real token here');
+  await page.locator('[data-test=histogram]').screenshot({ path: path.join(SHOTS, '3a-histogram.png') });
+
+  // Top-activating windows with per-token highlighting: the outlined token is the example's position, carries its
+  // activation, and is coloured at least as strongly as any other token of its row.
+  const top = rec.scan.feature.top;
+  const exRows = page.locator('[data-test=examples] [data-test=example]');
+  assert.equal(await exRows.count(), top.length);
+  assert.ok(top.length >= 5);
+  for (let i = 0; i < 3; i++) {
+    const toks = await exRows.nth(i).locator('[data-test=etok]').evaluateAll((els) => els.map((e) => ({ act: Number(e.getAttribute('data-act')), peak: e.classList.contains('peak'), bg: (e as HTMLElement).style.backgroundColor })));
+    const peak = toks.filter((x) => x.peak);
+    assert.equal(peak.length, 1, `example ${i}`);
+    assert.ok(Math.abs(peak[0]!.act - top[i].activation) < 1e-6, `example ${i}: ${peak[0]!.act} vs ${top[i].activation}`);
+    assert.ok(toks.every((x) => x.bg !== ''), 'every token is coloured');
+    // Colour by activation: the larger |activation|, the darker (rgb lightness), warm for positive, cool for negative.
+    const rgb = (bg: string) => (bg.match(/\d+/g) ?? []).map(Number) as [number, number, number];
+    const light = (bg: string) => (Math.max(...rgb(bg)) + Math.min(...rgb(bg))) / 2;
+    const byMagnitude = [...toks].sort((a, b) => Math.abs(a.act) - Math.abs(b.act));
+    for (let j = 1; j < byMagnitude.length; j++) assert.ok(light(byMagnitude[j]!.bg) <= light(byMagnitude[j - 1]!.bg) + 3, `example ${i}: colour follows |activation|`);
+    for (const x of toks) if (Math.abs(x.act) > 0.05 * Math.abs(top[i].activation)) assert.equal(rgb(x.bg)[0] > rgb(x.bg)[2], x.act > 0, `example ${i}: hue follows the sign of ${x.act}`);
+  }
+  assert.equal(await page.locator('[data-test=bins] [data-test=bin]').count(), rec.scan.feature.bins.length);
+  assert.deepEqual(
+    await page.locator('[data-test=bins] [data-test=bin]').evaluateAll((els) => els.map((e) => e.getAttribute('data-label'))),
+    rec.scan.feature.bins.map((b: { label: string }) => b.label),
+  );
+
+  // Logit effects, skip share, stability, controls.
+  assert.deepEqual(await page.locator('[data-test=promoted] li .tok').allTextContents(), ['·named', '·Tim']);
+  assert.deepEqual(await page.locator('[data-test=promoted] li .num').allTextContents(), ['2.500', '1.250']);
+  assert.deepEqual(await page.locator('[data-test=suppressed] li .num').allTextContents(), ['-1.500']);
+  assert.match((await page.locator('[data-test=skip]').textContent()) ?? '', /90% of the optimum's objective/);
+  assert.match((await page.locator('[data-test=stability]').textContent()) ?? '', /3 starts: top-1 agreement 25%.*percentile p97\.5 to p99\.95/);
+  const ctl = page.locator('table[data-test=controls] tr[data-test=control]');
+  assert.equal(await ctl.count(), 1);
+  assert.equal(await ctl.getAttribute('data-kind'), 'control');
+  assert.match((await ctl.textContent()) ?? '', /stories260K-random/);
+  assert.equal(rec.controls[0].model_name, 'stories260K-random');
   const rows = page.locator('table[data-test=topk] tbody tr');
   assert.equal(await rows.count(), r.topk.length + 1, 'k rank rows and the cosine row');
   for (let k = 0; k < r.topk.length; k++) {
@@ -199,9 +345,9 @@ test('browser: overview → grid → feature → compare on an atlas built from 
   const cosText = (await page.locator('[data-test=cosines] .cos-value').allTextContents()).map(Number);
   assert.deepEqual(cosText, r.cosine.map((c: number) => Number(c.toFixed(2))));
   const acts = await page.locator('table[data-test=activations] tr').allTextContents();
-  assert.ok(acts.includes(`continuous${r.activation.continuous.toFixed(4)}`), acts.join(' | '));
-  assert.ok(acts.includes(`decoded${r.activation.decoded.toFixed(4)}`), acts.join(' | '));
-  assert.ok(acts.includes(`random tokens${r.activation.random.toFixed(4)}`), acts.join(' | '));
+  assert.ok(acts.includes(`continuous${r.activation.continuous.toFixed(4)}${rec.percentile_text.continuous}`), acts.join(' | '));
+  assert.ok(acts.includes(`decoded${r.activation.decoded.toFixed(4)}${rec.percentile_text.decoded}`), acts.join(' | '));
+  assert.ok(acts.includes(`random tokens${r.activation.random.toFixed(4)}${rec.percentile_text.random}`), acts.join(' | '));
   assert.ok(acts.some((a) => a.startsWith('baseline (skip-connection)')), 'the skip-connection baseline');
   const d = (await page.locator('[data-test=loss-curve]').getAttribute('d')) ?? '';
   assert.equal(d.split(/[ML]/).filter(Boolean).length, r.loss.length, 'one path point per loss sample');
@@ -221,11 +367,12 @@ test('browser: overview → grid → feature → compare on an atlas built from 
   // Compare: feature 3 across blocks 1 and 1-2, agreement highlighted where the top-1 tokens match.
   await rendered(page, () => page.locator('a[data-test=open-compare]').click());
   const c = await apiJson(`${base}/api/compare?feature=3&hook=resid&settings=${r.settings_hash}`);
-  assert.equal(c.columns.length, 2);
+  assert.equal(c.columns.length, 3);
   const heads = await page.locator('th[data-test=compare-col]').allTextContents();
-  assert.equal(heads.length, 2);
+  assert.equal(heads.length, 3);
   assert.match(heads[0]!, /stories260K\.bin.*blocks 1 · resid/);
   assert.match(heads[1]!, /stories260K\.bin.*blocks 1-2 · resid/);
+  assert.match(heads[2]!, /stories260K-random.*blocks 1 · resid/);
   const posRows = page.locator('table[data-test=compare] tr.pos-row');
   assert.equal(await posRows.count(), 4);
   for (let tpos = 0; tpos < 4; tpos++) {
@@ -248,9 +395,28 @@ test('browser: overview → grid → feature → compare on an atlas built from 
   assert.equal(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss), undefined);
   await page.screenshot({ path: path.join(SHOTS, '5-escaped.png'), fullPage: true });
 
-  // An unknown record and a bad parameter render as errors, not as broken pages.
+  // Search across every group: the top-1 text of a control record is found from the overview.
+  const needle = rec.controls[0].top1_text.trim().slice(0, 3);
+  await rendered(page, () => page.goto(`${base}/#/`));
+  await rendered(page, async () => {
+    await page.fill('[data-test=atlas-search]', needle);
+    await page.click('[data-test=search-form] button[type=submit]');
+  });
+  const found = await apiJson(`${base}/api/search?q=${encodeURIComponent(needle)}`);
+  assert.ok(found.hits.some((x: { model_name: string }) => x.model_name === 'stories260K-random'));
+  assert.equal(await page.locator('tr[data-test=hit]').count(), found.hits.length);
+  await page.screenshot({ path: path.join(SHOTS, '6-search.png'), fullPage: true });
+
+  // An unknown record and a bad parameter render as errors, not as broken pages; an unknown page has its own title.
   await rendered(page, () => page.goto(`${base}/#/feature/999999`));
   assert.equal(await page.locator('h1').textContent(), 'Not found');
+  assert.equal(await page.title(), 'Not found · llm-features atlas');
+  await rendered(page, () => page.goto(`${base}/#/no-such-page`));
+  assert.equal(await page.title(), 'Not found · llm-features atlas');
+  const notFound = await page.goto(`${base}/no-such-path`);
+  assert.equal(notFound?.status(), 404);
+  assert.equal(await page.title(), 'Not found · llm-features atlas');
+  await page.screenshot({ path: path.join(SHOTS, '7-not-found.png'), fullPage: true });
   await rendered(page, () => page.goto(`${base}/#/grid?model=${model.hash}&blocks=0&hook=resid`));
   assert.equal(await page.locator('h1').textContent(), 'Bad request');
   assert.match((await page.locator('[data-test=error]').textContent()) ?? '', /blocks are numbered from 1/);

@@ -221,7 +221,10 @@ test('grid: keyset paging forwards and backwards, search by top-1 text, status f
   );
   assert.equal(p1.next_after, 99);
   assert.equal(p1.prev_before, null);
-  assert.deepEqual(Object.keys(p1.cells[0]).sort(), ['act_continuous', 'act_decoded', 'act_random', 'feature', 'id', 'status', 'top1_text']);
+  assert.deepEqual(Object.keys(p1.cells[0]).sort(), ['act_continuous', 'act_decoded', 'act_random', 'feature', 'id', 'pct_decoded', 'pct_text', 'skip_share', 'stability', 'status', 'top1_text', 'verdict']);
+  // Records without percentile, skip, stability or verdict (written before them) read as null, not as zero.
+  assert.deepEqual([p1.cells[0].pct_decoded, p1.cells[0].pct_text, p1.cells[0].skip_share, p1.cells[0].stability, p1.cells[0].verdict], [null, null, null, null, null]);
+  assert.equal(p1.paging, 'feature');
   assert.equal(p1.cells[9].top1_text, TRICKY);
   const p3 = await json(grid('&limit=100&after=199'));
   assert.equal(p3.cells.length, 50);
@@ -383,12 +386,21 @@ test('bad parameters are 400 with a message naming them; unknown records, models
     assert.equal(typeof body.error, 'string');
     assert.ok(body.error.length > 5 && body.error.length < 600, body.error);
   }
-  const missing = ['/api/record/999999', '/api/grid?model=nosuch.bin&blocks=1&hook=resid', '/api/grid?model=stories260K.bin&blocks=4&hook=resid', '/api/grid?model=stories260K.bin&blocks=1&hook=mlp', `/api/grid?model=stories260K.bin&blocks=1&hook=resid&settings=${'0'.repeat(64)}`, '/api/nosuch', '/api/record/1/2', '/api/record/1%2f2', '/nosuch', '/favicon.ico', '/static/nosuch.js'];
+  const missing = ['/api/record/999999', '/api/grid?model=nosuch.bin&blocks=1&hook=resid', '/api/grid?model=stories260K.bin&blocks=4&hook=resid', '/api/grid?model=stories260K.bin&blocks=1&hook=mlp', `/api/grid?model=stories260K.bin&blocks=1&hook=resid&settings=${'0'.repeat(64)}`, '/api/nosuch', '/api/record/1/2', '/api/record/1%2f2', '/static/nosuch.js'];
   for (const p of missing) {
     const r = await raw(p);
     assert.equal(r.status, 404, `${p} → ${r.status} ${r.body}`);
     assert.equal(typeof JSON.parse(r.body).error, 'string');
   }
+  // A page address the viewer lacks is an HTML page with its own title (nothing of the request echoed into it).
+  for (const p of ['/nosuch', '/favicon.ico', '/%3Cscript%3Ex']) {
+    const r = await raw(p);
+    assert.equal(r.status, 404, p);
+    assert.match(String(r.headers['content-type']), /^text\/html/, p);
+    assert.match(r.body, /<title>Not found · llm-features atlas<\/title>/, p);
+    assert.ok(!r.body.includes('script>x') && !r.body.includes('%3Cscript'), p);
+  }
+  assert.equal((await raw('/nosuch', { method: 'HEAD' })).body, '');
   const post = await raw('/api/overview', { method: 'POST' });
   assert.equal(post.status, 405);
   assert.equal(post.headers.allow, 'GET, HEAD');

@@ -138,3 +138,33 @@ export function scanCalibration(atlas: Atlas, scanId: number, feature: number): 
   new Uint8Array(grid.buffer).set(b);
   return { grid, windows: row.calibration_windows ?? 0 };
 }
+
+/** One feature's scan as the viewer's feature page shows it, with the scan it comes from. */
+export interface ScanFeatureView {
+  scan: { id: number; corpus_name: string; corpus_hash: string; windows: number; tokens: number; settings: Record<string, unknown>; created_at: string };
+  feature: FeatureScan;
+}
+
+/**
+ * The stored scan of one feature of (model, blocks, hook), for a record's page: among the scans of plain features
+ * (no --direction), the one over `corpusHash` when there is one (the corpus the record's percentiles were measured
+ * on), else the newest. Null when no scan holds the feature.
+ */
+export function scanFeatureFor(atlas: Atlas, key: Omit<ScanKey, 'corpus_hash' | 'settings_hash'>, feature: number, corpusHash: string | null): ScanFeatureView | null {
+  const row = atlas.db
+    .prepare(
+      `SELECT s.id, s.corpus_name, s.corpus_hash, s.windows, s.tokens, s.created_at, st.json AS settings_json, f.stats_json, f.examples_json
+       FROM scans s JOIN scan_features f ON f.scan_id = s.id JOIN settings st ON st.hash = s.settings_hash
+       WHERE s.model_hash = ? AND s.block_a = ? AND s.block_b = ? AND s.hook = ? AND f.feature = ? AND json_extract(st.json, '$.direction') IS NULL
+       ORDER BY s.corpus_hash = ? DESC, s.id DESC LIMIT 1`,
+    )
+    .get(key.model_hash, key.blocks[0], key.blocks[1], key.hook, feature, corpusHash ?? '') as
+    | { id: number; corpus_name: string; corpus_hash: string; windows: number; tokens: number; created_at: string; settings_json: string; stats_json: string; examples_json: string }
+    | undefined;
+  if (!row) return null;
+  const { settings_json, stats_json, examples_json, ...scan } = row;
+  return {
+    scan: { ...scan, settings: JSON.parse(settings_json) as Record<string, unknown> },
+    feature: { feature, ...JSON.parse(stats_json), ...JSON.parse(examples_json) } as FeatureScan,
+  };
+}

@@ -1,15 +1,19 @@
 /**
  * The viewer's JSON API over a read-only atlas. Every route validates its parameters (400), answers 404 for records,
- * models and groups the atlas does not hold, and reads with short indexed queries (the grid never parses result JSON;
- * group counts and search entries are kept incrementally, see stats.ts), so pages stay fast on large atlases and every
+ * models and groups the atlas does not hold, and reads with short indexed queries (an unsorted grid page reads result
+ * JSON for its own cells only; sorting or filtering by a result field, the verdict counts and the atlas-wide search
+ * pass over the JSON of a group or the atlas, memoised per snapshot; group counts and search entries are kept
+ * incrementally, see stats.ts), so pages stay fast on large atlases and every
  * request sees the latest committed state while `atlas build` writes. The server runs each request in one read
  * transaction after AtlasStats.refresh(). The queries are the atlas's (atlas.viewer, src/atlas/viewer-queries.ts):
  * this file decides which to run, never how.
  */
 import { meanJaccard } from '../atlas/compare.js';
+import { scanFeatureFor } from '../atlas/scans.js';
 import type { Atlas, AtlasRecord } from '../atlas/store.js';
-import type { GridCell, GridFilter } from '../atlas/viewer-queries.js';
+import { GRID_SORTS, type GridCell, type GridFilter, type GridSort } from '../atlas/viewer-queries.js';
 import { UserError } from '../errors.js';
+import { formatPercentile } from '../features/calibrate.js';
 import {
   badRequest,
   DEFAULT_LIMIT,
@@ -20,7 +24,10 @@ import {
   parseHookParam,
   parseIntParam,
   parseModelParam,
+  parseOrderParam,
   parseQueryText,
+  parseSortParam,
+  parseVerdictParam,
   parseSettingsParam,
   parseStatusParam,
   queryParams,
@@ -32,6 +39,16 @@ import { ModelSources, piecesOf } from './tokens.js';
 
 /** Most columns a compare page shows (records of one feature across groups). */
 export const MAX_COMPARE = 64;
+/** Most control records a feature page lists. */
+export const MAX_CONTROLS = 16;
+/** Search hits per page (atlas-wide search). */
+export const SEARCH_LIMIT = 50;
+/**
+ * A model the atlas marks as a control by its name: random-model writes untrained controls, and the atlas cannot tell
+ * trained weights from random ones, so a name saying so is the only honest mark. Other models of the same shape are
+ * listed too, as "same shape".
+ */
+export const CONTROL_NAME = /random|untrained|control|shuffled/i;
 
 export interface GroupKey {
   model_hash: string;
@@ -43,17 +60,32 @@ export interface GroupKey {
 
 export type { GridCell } from '../atlas/viewer-queries.js';
 
+/** A grid cell as the API sends it: with its decoded percentile formatted as the CLI prints it. */
+export type GridCellOut = GridCell & { pct_text: string | null };
+const withPctText = (c: GridCell): GridCellOut => ({ ...c, pct_text: c.pct_decoded === null ? null : formatPercentile(c.pct_decoded) });
+
 export interface GridPage {
   group: GroupKey & { records: number; ok: number; failed: number; features: [number, number] | null };
   q: string | null;
   status: 'ok' | 'failed' | 'all';
+  /** feature: keyset paging by feature (after=/before=); offset: a sorted or verdict-filtered page (offset=). */
+  paging: 'feature' | 'offset';
+  sort: GridSort;
+  order: 'asc' | 'desc';
+  verdict: string | null;
+  /** The page's offset= (offset paging), else null. */
+  offset: number | null;
+  next_offset: number | null;
+  prev_offset: number | null;
+  /** The group's finding codes and how many records carry each (for the verdict filter). */
+  verdict_counts: { code: string; records: number }[];
   /** The page's after= (null when asked with before=). */
   after: number | null;
   before: number | null;
   limit: number;
   /** Records of the group matching q and status (all of the group's single-feature records when unfiltered). */
   matched: number;
-  cells: GridCell[];
+  cells: GridCellOut[];
   /** The `after=` of the next page, null on the last one. */
   next_after: number | null;
   /** The `before=` of the previous page, null on the first one. */
@@ -145,7 +177,7 @@ export class AtlasApi {
   }
 
   grid(search: URLSearchParams): GridPage {
-    const p = queryParams(search, ['model', 'blocks', 'hook', 'settings', 'after', 'before', 'limit', 'q', 'status']);
+    const p = queryParams(search, ['model', 'blocks', 'hook', 'settings', 'after', 'before', 'limit', 'q', 'status', 'sort', 'order', 'verdict', 'offset']);
     const model = parseModelParam(requireParam(p, 'model'));
     const blocks = parseBlocksParam(requireParam(p, 'blocks'));
     const hook = parseHookParam(requireParam(p, 'hook'));
@@ -158,23 +190,73 @@ export class AtlasApi {
     const limit = optInt(p, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT);
     const q = p.has('q') ? parseQueryText(p.get('q')!) : '';
     const status = p.has('status') ? parseStatusParam(requireParam(p, 'status')) : 'all';
+    const sort = p.has('sort') ? parseSortParam(requireParam(p, 'sort'), GRID_SORTS) : 'feature';
+    const order = p.has('order') ? parseOrderParam(requireParam(p, 'order')) : sort === 'feature' ? 'asc' : 'desc';
+    const verdict = p.has('verdict') ? parseVerdictParam(requireParam(p, 'verdict')) : undefined;
+    // A sorted or verdict-filtered grid pages by offset (no key to page on); the plain grid keeps keyset paging.
+    const ranked = p.has('sort') || p.has('order') || p.has('verdict') || p.has('offset');
+    if (ranked && (p.has('after') || p.has('before'))) throw badRequest('after= and before= page by feature; with sort=, order=, verdict= or offset= page with offset=');
+    const offset = ranked ? optInt(p, 'offset', 0) : null;
     const group = this.resolveGroup(model, blocks, hook, settings);
+    const verdictCounts = this.memoized(`verdicts|${groupKey(group)}`, () => this.atlas.viewer.verdictCounts(group));
+    const { first_id: _f, featured: _n, ...shown } = group;
+    const common = { group: shown, q: q === '' ? null : q, status, sort, order, verdict: verdict ?? null, limit, verdict_counts: verdictCounts };
 
+    if (offset !== null) {
+      const filter: GridFilter = { group, q, status, verdict };
+      const matched = this.memoized(`ranked|${groupKey(group)}|${status}|${verdict ?? ''}|${q}`, () => this.atlas.viewer.countMatching(filter));
+      const cells = this.atlas.viewer.rankedCells(filter, sort, order === 'desc', offset, limit);
+      return {
+        ...common,
+        paging: 'offset',
+        offset,
+        next_offset: offset + cells.length < matched ? offset + limit : null,
+        prev_offset: offset > 0 ? Math.max(0, Math.min(offset, matched) - limit) : null,
+        after: null,
+        before: null,
+        matched,
+        cells: cells.map(withPctText),
+        next_after: null,
+        prev_before: null,
+      };
+    }
     const page = q !== '' || status !== 'all' ? this.filteredPage(group, q, status, after, before, limit) : null;
     const { cells, matched, next_after, prev_before } = page ?? this.sqlPage(group, q, status, after, before, limit);
-    const { first_id: _f, featured: _n, ...shown } = group;
     return {
-      group: shown,
-      q: q === '' ? null : q,
-      status,
+      ...common,
+      paging: 'feature',
+      offset: null,
+      next_offset: null,
+      prev_offset: null,
       after: before !== null ? null : after,
       before,
-      limit,
       matched,
-      cells,
+      cells: cells.map(withPctText),
       next_after,
       prev_before,
     };
+  }
+
+  /** A number derived from the current snapshot, computed once per snapshot (stats.memo is cleared on every change). */
+  private memoized<T>(key: string, compute: () => T): T {
+    if (this.stats.memo.has(key)) return this.stats.memo.get(key) as T;
+    const v = compute();
+    if (this.stats.memo.size > 32) this.stats.memo.clear();
+    this.stats.memo.set(key, v);
+    return v;
+  }
+
+  // ----- /api/search ----------------------------------------------------------------------------------------------
+
+  /** Records of every group (all models, block ranges, hooks, settings) whose decode or refined text contains q. */
+  search(search: URLSearchParams) {
+    const p = queryParams(search, ['q', 'offset', 'limit']);
+    const q = parseQueryText(requireParam(p, 'q'));
+    const offset = optInt(p, 'offset', 0);
+    const limit = optInt(p, 'limit', SEARCH_LIMIT, 1, MAX_LIMIT);
+    const matched = this.memoized(`search|${q}`, () => this.atlas.viewer.countSearch(q));
+    const hits = this.atlas.viewer.search(q, offset, limit).map((h) => ({ ...h, blocks_label: blockLabel(h.blocks), pct_text: h.pct_decoded === null ? null : formatPercentile(h.pct_decoded) }));
+    return { q, offset, limit, matched, hits, next_offset: offset + hits.length < matched ? offset + limit : null, prev_offset: offset > 0 ? Math.max(0, offset - limit) : null };
   }
 
   /**
@@ -277,8 +359,18 @@ export class AtlasApi {
     const group = { model_hash: rec.model.hash, blocks: rec.blocks, hook: rec.hook, settings_hash: rec.settings_hash };
     const neighbour = (op: '<' | '>') => (rec.feature === null ? null : this.atlas.viewer.neighbour(group, op, rec.feature));
     const elsewhere = rec.feature === null ? 0 : this.atlas.viewer.sameFeatureElsewhere(rec.feature, rec.hook, rec.settings_hash, rec.id);
+    // The real-data side: the feature's corpus scan (histogram, top windows, quantile-bin samples), preferring the
+    // corpus the record's percentiles were measured on. A --direction record has no feature index to look up.
+    const scan = rec.feature === null ? null : scanFeatureFor(this.atlas, group, rec.feature, rec.calibration?.corpus_hash ?? null);
+    if (scan) {
+      const f = scan.feature;
+      for (const e of [...f.top, ...f.top_position0, ...f.bins.flatMap((b) => b.examples)]) add(e.ids);
+    }
     return {
       record: rec,
+      percentile_text: percentileTexts(rec),
+      scan,
+      controls: this.controlsOf(rec),
       pieces: piecesOf(tokenizer, ids),
       tokenizer: tokenizer ? tokenizer.kind : null,
       checkpoint: src?.path ?? null,
@@ -287,6 +379,32 @@ export class AtlasApi {
       same_feature_elsewhere: elsewhere,
       reproduce: reproduceCommand(rec, { path: src?.path ?? null, name: rec.model.name }, tokenizer, this.atlas.file),
     };
+  }
+
+  /**
+   * The same run on the atlas's other models of the same shape (viewer-queries.ts controlRecords), each marked a
+   * control when its name says so, with the share of this record's free positions where its top-1 token is the same
+   * (by token text when both models have a tokenizer, else by id).
+   */
+  private controlsOf(rec: AtlasRecord) {
+    const rows = this.atlas.viewer.controlRecords({ model_hash: rec.model.hash, blocks: rec.blocks, hook: rec.hook, settings_hash: rec.settings_hash, select: rec.select }, MAX_CONTROLS);
+    const mine = this.sources.tokenizer(rec.model.hash);
+    const keyOf = (tok: ReturnType<ModelSources['tokenizer']>, id: number, text: boolean) => (text && tok ? `t:${tok.piece(id)}` : `i:${id}`);
+    return rows.map(({ ids_json, free_json: _free, act_continuous, act_decoded, act_random, ...c }) => {
+      const ids = ids_json === null ? [] : (JSON.parse(ids_json) as number[]);
+      const tok = this.sources.tokenizer(c.model_hash);
+      const free = (rec.free ?? []).filter((t) => rec.ids[t] !== undefined && ids[t] !== undefined);
+      const text = mine !== null && tok !== null;
+      const agreement = rec.status === 'ok' && c.status === 'ok' && free.length ? free.filter((t) => keyOf(mine, rec.ids[t]!, text) === keyOf(tok, ids[t]!, text)).length / free.length : null;
+      return {
+        ...c,
+        kind: CONTROL_NAME.test(c.model_name) ? ('control' as const) : ('same shape' as const),
+        activation: { continuous: act_continuous, decoded: act_decoded, random: act_random },
+        pct_decoded_text: c.pct_decoded === null ? null : formatPercentile(c.pct_decoded),
+        top1_agreement: agreement,
+        agreement_positions: agreement === null ? 0 : free.length,
+      };
+    });
   }
 
   // ----- /api/compare ---------------------------------------------------------------------------------------------
@@ -386,4 +504,22 @@ export class AtlasApi {
       consensus,
     };
   }
+}
+
+/** Every percentile of a record as the CLI prints it (calibrate.ts formatPercentile), so the page never re-formats. */
+function percentileTexts(rec: AtlasRecord): Record<string, string | null> | null {
+  const p = rec.percentile;
+  if (!p) return null;
+  const f = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? null : formatPercentile(x));
+  const stab = (rec as { stability?: { percentile?: { min: number; max: number } | null } | null }).stability?.percentile;
+  return {
+    continuous: f(p.continuous),
+    decoded: f(p.decoded),
+    random: f(p.random),
+    skip_baseline: f(p.skip_baseline),
+    refined: f(p.refined),
+    exhaustive_best: f(p.exhaustive_repeated?.[0]),
+    stability_min: f(stab?.min),
+    stability_max: f(stab?.max),
+  };
 }

@@ -104,6 +104,26 @@ export function parseStatusParam(text: string): 'ok' | 'failed' | 'all' {
   return text;
 }
 
+/** `sort=`: one of the grid's orders (viewer-queries.ts GRID_SORTS). */
+export function parseSortParam<T extends string>(text: string, sorts: readonly T[]): T {
+  if (!(sorts as readonly string[]).includes(text)) throw badRequest(`sort=: "${clip(text)}" is not one of ${sorts.join(', ')}`);
+  return text as T;
+}
+
+export function parseOrderParam(text: string): 'asc' | 'desc' {
+  if (text !== 'asc' && text !== 'desc') throw badRequest(`order=: "${clip(text)}" is not one of asc, desc`);
+  return text;
+}
+
+/**
+ * `verdict=`: a finding code (features/verdict.ts), e.g. decoded-high. Checked for shape only, not against a fixed
+ * list: the codes are verdict.ts's to grow, and a code no record carries simply matches nothing.
+ */
+export function parseVerdictParam(text: string): string {
+  if (!/^[a-z][a-z0-9-]{0,39}$/.test(text)) throw badRequest(`verdict=: expected a finding code such as decoded-high (lower-case letters, digits, -), got ${JSON.stringify(clip(text))}`);
+  return text;
+}
+
 /** Long input is quoted back only in part. */
 function clip(s: string): string {
   return s.length > 40 ? `${s.slice(0, 40)}…` : s;

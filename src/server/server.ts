@@ -6,7 +6,9 @@
  *   /static/<file>         files of web/ only (see static.ts for what is refused)
  *   /api/overview          models, block ranges, hooks, groups with counts, recent failures
  *   /api/groups            the groups alone
- *   /api/grid              one group's features, paged: model, blocks, hook, [settings], [after], [limit], [q], [status]
+ *   /api/grid              one group's features, paged: model, blocks, hook, [settings], [after|before], [limit], [q],
+ *                          [status]; or sorted/filtered, paged by offset: [sort], [order], [verdict], [offset]
+ *   /api/search            every group's records whose decode (any rank) or refined text contains q: q, [offset], [limit]
  *   /api/record/<id>       one record with token texts, neighbours and the command that reproduces it
  *   /api/compare           one feature across block ranges and models: feature, [hook], [model], [settings]
  *
@@ -55,6 +57,12 @@ const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy':
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 };
+
+/** The 404 page for paths outside /api/ and /static/ (static text: nothing from the request is echoed into it). */
+const NOT_FOUND_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Not found · llm-features atlas</title><link rel="stylesheet" href="/static/style.css"></head>
+<body><main><h1>Not found</h1><p>This server has no page at this address. The viewer is at <a href="/">/</a>; its JSON API is under /api/.</p></main></body></html>
+`;
 
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
 
@@ -137,6 +145,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         else if (route === 'groups') answer = () => api.groups(search);
         else if (route === 'grid') answer = () => api.grid(search);
         else if (route === 'compare') answer = () => api.compare(search);
+        else if (route === 'search') answer = () => api.search(search);
         else if (route.startsWith('record/')) {
           const id = decodeSegment(route.slice('record/'.length));
           answer = () => api.record(id, search);
@@ -150,7 +159,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         sendJson(res, head, 200, body);
         return 200;
       }
-      throw new HttpError(404, 'not found');
+      // A page address the viewer does not have (its pages live in the #fragment of /): a page a browser shows with
+      // its own title, rather than JSON nobody asked for.
+      send(res, head, 404, 'text/html; charset=utf-8', NOT_FOUND_PAGE);
+      return 404;
     } catch (err) {
       const status = err instanceof HttpError ? err.status : err instanceof UserError ? 400 : (err as { code?: string }).code === 'SQLITE_BUSY' ? 503 : 500;
       const message = status === 500 ? 'internal error' : (err as Error).message;
