@@ -365,7 +365,58 @@ test('--pair vocab: the ridge map between a table and its rotation recovers the 
   const mlp = cli(['atlas', 'build', '--model', rot, '--map-from', BIN, '--db', db, '--blocks', '1', '--hook', 'mlp', '--features', '0', ...FAST]);
   assert.equal(mlp.code, 2);
   assert.match(mlp.stderr, /--hook: --map-from maps residual-stream coordinates/);
-  const gpt2 = cli(['atlas', 'build', '--model', rot, '--map-from', fixturePath('hf/gpt2-f16'), '--db', db, '--blocks', '1', '--features', '0', ...FAST]);
+  const fresh = path.join(dir, 'never.db');
+  const gpt2 = cli(['atlas', 'build', '--model', rot, '--map-from', fixturePath('hf/gpt2-f16'), '--db', fresh, '--blocks', '1', '--features', '0', ...FAST]);
   assert.equal(gpt2.code, 2);
-  assert.match(gpt2.stderr, /--map-from: .* tokens, rot 512: a vocabulary map needs one tokenizer/);
+  assert.match(gpt2.stderr, /^llm-features: --map-from: gpt2-f16 has 96 tokens, rot 512: a vocabulary map needs one tokenizer\n$/);
+  const missing = cli(['atlas', 'build', '--model', rot, '--map-from', path.join(dir, 'nope.bin'), '--db', fresh, '--blocks', '1', '--features', '0', ...FAST]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^llm-features: --map-from: .*nope\.bin: no such file/);
+  const wide = cli(['atlas', 'build', '--model', rot, '--map-from', BIN, '--db', fresh, '--blocks', '1', '--features', '64', ...FAST]);
+  assert.equal(wide.code, 2);
+  assert.match(wide.stderr, /--features: feature 64 is outside the hook's features 0-63/);
+  assert.equal(readdirSync(dir).includes('never.db'), false, 'a refused map writes no atlas');
+});
+
+test('the ridge map between two real tables satisfies its normal equations: E_Aᵀ(E_A W − E_B) + λW = 0', () => {
+  const EA = embeddingTable(loadModel(BIN));
+  const EB = embeddingTable(loadModel(modelPath('stories-d128-L4.bin')));
+  const map = fitDirectionMap(EA, EB);
+  const [V, dA, dB] = [EA.vocab, EA.dim, EB.dim];
+  assert.equal(map.W.length, dA * dB);
+  // Residual E_A W − E_B, then the gradient of the ridge objective (halved), element by element in float64.
+  const res = new Float64Array(V * dB);
+  let sse = 0;
+  let sst = 0;
+  for (let v = 0; v < V; v++) {
+    for (let j = 0; j < dB; j++) {
+      let x = -EB.data[v * dB + j]!;
+      for (let i = 0; i < dA; i++) x += EA.data[v * dA + i]! * map.W[i * dB + j]!;
+      res[v * dB + j] = x;
+      sse += x * x;
+    }
+  }
+  for (let j = 0; j < dB; j++) {
+    let m = 0;
+    for (let v = 0; v < V; v++) m += EB.data[v * dB + j]!;
+    m /= V;
+    for (let v = 0; v < V; v++) sst += (EB.data[v * dB + j]! - m) ** 2;
+  }
+  let grad = 0;
+  let scale = 0;
+  for (let i = 0; i < dA; i++) {
+    for (let j = 0; j < dB; j++) {
+      let g = map.lambda * map.W[i * dB + j]!;
+      let h = 0;
+      for (let v = 0; v < V; v++) {
+        g += EA.data[v * dA + i]! * res[v * dB + j]!;
+        h += EA.data[v * dA + i]! * EB.data[v * dB + j]!;
+      }
+      grad += g * g;
+      scale += h * h;
+    }
+  }
+  assert.ok(Math.sqrt(grad / scale) < 1e-9, `relative gradient ${Math.sqrt(grad / scale)}`);
+  close(map.r2, 1 - sse / sst, 1e-9);
+  assert.ok(map.r2 > 0.5 && map.r2 < 1, `R² ${map.r2}: the two trained tables are related, not equal`);
 });

@@ -179,6 +179,28 @@ export interface MappedBuildSummary extends BuildSummary {
 }
 
 /**
+ * What --map-from needs before anything is opened or run: a residual-space hook, features (not a direction), one
+ * tokenizer (same size and token strings), features inside A's width.
+ */
+export function checkMappable(source: LoadedModel, target: LoadedModel, hook: Hook, features: number[], direction?: Float32Array): void {
+  if (!MAPPABLE_HOOKS.includes(hook)) {
+    throw paramError('hook', `--map-from maps residual-stream coordinates (hooks ${MAPPABLE_HOOKS.join(', ')}); ${hook} features are not in the embedding space`);
+  }
+  if (direction) throw paramError('objective.direction', 'with --map-from the directions are the mapped features; give --features, not --direction');
+  if (features.length === 0) throw paramError('features', 'no features to map');
+  if (source.config.vocabSize !== target.config.vocabSize) {
+    throw paramError('mapFrom', `${modelName(source)} has ${source.config.vocabSize} tokens, ${modelName(target)} ${target.config.vocabSize}: a vocabulary map needs one tokenizer`);
+  }
+  const va = vocabHash(source);
+  const vb = vocabHash(target);
+  if (va === null || vb === null) throw paramError('mapFrom', `${modelName(va === null ? source : target)} has no tokenizer, so the shared vocabulary cannot be checked (give --tokenizer)`);
+  if (va !== vb) throw paramError('mapFrom', `${modelName(source)} and ${modelName(target)} have the same vocabulary size but different token strings: a vocabulary map needs one tokenizer`);
+  for (const f of features) {
+    if (!Number.isInteger(f) || f < 0 || f >= source.config.dim) throw paramError('features', `feature ${f} is outside ${modelName(source)}'s ${hook} features 0-${source.config.dim - 1}`);
+  }
+}
+
+/**
  * `atlas build --model B --map-from A --features …`: fit the ridge map from A's embedding table to B's over their
  * shared vocabulary (features/direction-map.ts), store it and the mapped unit direction of each of A's features, then
  * build in B one direction record per feature and block range along that direction. `atlas compare --pair vocab`
@@ -187,22 +209,8 @@ export interface MappedBuildSummary extends BuildSummary {
 export async function buildMappedAtlas(req: MappedBuildRequest): Promise<MappedBuildSummary> {
   const { atlas, runner, hook, source } = req;
   const target = runner.model;
-  if (!MAPPABLE_HOOKS.includes(hook)) {
-    throw paramError('hook', `--map-from maps residual-stream coordinates (hooks ${MAPPABLE_HOOKS.join(', ')}); ${hook} features are not in the embedding space`);
-  }
-  if (req.settings.objective.direction) throw paramError('objective.direction', 'with --map-from the directions are the mapped features; give --features, not --direction');
-  if (req.features.length === 0) throw paramError('features', 'no features to map');
+  checkMappable(source, target, hook, req.features, req.settings.objective.direction);
   for (const b of req.blocks) runner.checkRange(b);
-  const va = vocabHash(source);
-  const vb = vocabHash(target);
-  if (source.config.vocabSize !== target.config.vocabSize) {
-    throw paramError('mapFrom', `${modelName(source)} has ${source.config.vocabSize} tokens, ${modelName(target)} ${target.config.vocabSize}: a vocabulary map needs one tokenizer`);
-  }
-  if (va === null || vb === null) throw paramError('mapFrom', `${modelName(va === null ? source : target)} has no tokenizer, so the shared vocabulary cannot be checked (give --tokenizer)`);
-  if (va !== vb) throw paramError('mapFrom', `${modelName(source)} and ${modelName(target)} have the same vocabulary size but different token strings: a vocabulary map needs one tokenizer`);
-  for (const f of req.features) {
-    if (!Number.isInteger(f) || f < 0 || f >= source.config.dim) throw paramError('features', `feature ${f} is outside ${modelName(source)}'s ${hook} features 0-${source.config.dim - 1}`);
-  }
 
   const map = fitDirectionMap(embeddingTable(source), embeddingTable(target), RIDGE_LAMBDA_REL);
   const sourceHash = modelHash(source, atlas, req.onHash);

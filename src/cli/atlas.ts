@@ -1,4 +1,4 @@
-import { buildAtlas, buildMappedAtlas, type BuildProgress } from '../atlas/build.js';
+import { buildAtlas, buildMappedAtlas, checkMappable, type BuildProgress } from '../atlas/build.js';
 import { loadModel } from '../models/load.js';
 import { CHANCE_SAMPLE, compareAtlas, parseQuery, type CompareReport, type PairMode } from '../atlas/compare.js';
 import { exportCsv, exportJson, type ExportFormat } from '../atlas/export.js';
@@ -42,6 +42,16 @@ function progressReporter(): { update: (p: BuildProgress) => void; end: () => vo
   };
 }
 
+/** The --map-from model (only its embedding table and tokenizer are read); a file problem names the flag. */
+function openSource(file: string) {
+  try {
+    return loadModel(file);
+  } catch (err) {
+    if (err instanceof UserError) throw new UserError(`--map-from: ${err.message}`);
+    throw err;
+  }
+}
+
 const buildCommand: Command = {
   name: 'atlas build',
   summary: 'sweep visualize over block ranges × features into an atlas (resumable)',
@@ -65,12 +75,14 @@ const buildCommand: Command = {
     if (mapFrom !== undefined && featureSpec === undefined) throw new UserError('--map-from: give --features (the source model\'s features to map), not --direction');
     if (mapFrom !== undefined && queue) throw new UserError('--map-from: not through --queue yet (build mapped records locally)');
     // The source model is only read (its embedding table); it never runs.
-    const source = mapFrom === undefined ? undefined : loadModel(mapFrom);
+    const source = mapFrom === undefined ? undefined : openSource(mapFrom);
     const runner = openRunner(v);
     try {
       const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, source ? source.config.dim : hookWidth(runner.config, hook));
       for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
+      // Before the atlas is opened: a refused map leaves no file behind.
+      if (source) checkMappable(source, runner.model, hook, features, settings.objective.direction);
       const reference = referenceFromFlags(v, runner, dbPath);
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
