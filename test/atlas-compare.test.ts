@@ -357,6 +357,10 @@ test('--pair vocab: the ridge map between a table and its rotation recovers the 
     assert.equal(byId.get(p.b.id)!.settings.direction, vectorHash(mappedDirection(map, p.feature)));
   }
   atlas.close();
+  // atlas ls shows each model's table hash and the map.
+  const ls = cli(['atlas', 'ls', '--db', db]).stdout;
+  assert.match(ls, /model [0-9a-f]{12}  rot  llama, 5 blocks, dim 64, vocab 512, embedding table [0-9a-f]{12}/);
+  assert.match(ls, /map stories260K\.bin → rot: ridge R² 1\.0000 over 512 shared tokens, 4 features mapped/);
   // The text header names the map and its fit.
   const text = cli(['atlas', 'compare', '--db', db, '--a', 'model=stories260K.bin', '--b', 'model=rot', '--pair', 'vocab']).stdout;
   assert.match(text, /pairing: A's feature f ↔ B's record along f's image under the ridge map stories260K\.bin → rot \(R² 1\.000 over 512 shared tokens/);

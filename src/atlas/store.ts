@@ -365,6 +365,19 @@ export class Atlas implements FileHashCache {
     }).immediate();
   }
 
+  /** Every stored map with its endpoints' names and how many features it has mapped (atlas ls). */
+  directionMaps(): (StoredDirectionMap & { source_name: string; target_name: string; features: number })[] {
+    return this.guarded(
+      () =>
+        this.db
+          .prepare(
+            `SELECT d.*, s.name AS source_name, t.name AS target_name, (SELECT count(*) FROM mapped_directions m WHERE m.map_id = d.id) AS features
+             FROM direction_maps d JOIN models s ON s.hash = d.source_hash JOIN models t ON t.hash = d.target_hash ORDER BY d.id`,
+          )
+          .all() as (StoredDirectionMap & { source_name: string; target_name: string; features: number })[],
+    );
+  }
+
   directionMap(sourceHash: string, targetHash: string): StoredDirectionMap | undefined {
     return this.guarded(
       () => this.db.prepare('SELECT * FROM direction_maps WHERE source_hash = ? AND target_hash = ?').get(sourceHash, targetHash) as StoredDirectionMap | undefined,

@@ -228,14 +228,20 @@ const lsCommand: Command = {
       const groups = atlas.groups();
       const total = groups.reduce((n, g) => n + g.records, 0);
       const scans = listScans(atlas);
+      const maps = atlas.directionMaps();
       if (v.bool('json')) {
-        printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups });
+        printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups, direction_maps: maps });
         return;
       }
       const lines = [`${dbPath}: atlas schema v${atlas.schemaVersion}, ${total} records, ${models.length} model${models.length === 1 ? '' : 's'}`];
       for (const m of models) {
         const shape = m.architecture ? `  ${m.architecture}, ${m.n_layers} blocks, dim ${m.dim}, vocab ${m.vocab}` : '';
-        lines.push(`  model ${m.hash.slice(0, 12)}  ${m.name}${shape}`);
+        // Models with one embedding table pair by index in atlas compare; the table hash shows which do.
+        const table = m.embedding_hash ? `, embedding table ${m.embedding_hash.slice(0, 12)}` : '';
+        lines.push(`  model ${m.hash.slice(0, 12)}  ${m.name}${shape}${table}`);
+      }
+      for (const d of maps) {
+        lines.push(`  map ${d.source_name} → ${d.target_name}: ridge R² ${d.r2.toFixed(4)} over ${d.tokens} shared tokens, ${d.features} features mapped (atlas compare --pair vocab)`);
       }
       if (groups.length) {
         const head = ['model', 'blocks', 'hook', 'settings', 'records', 'ok', 'failed', 'features'];
