@@ -4,13 +4,15 @@
  * the batch in flight, and the same build again skips every record already there.
  */
 import { paramError } from '../errors.js';
+import { fitDirectionMap, mappedDirection, RIDGE_LAMBDA_REL } from '../features/direction-map.js';
+import { decoderFor, embeddingTable } from '../features/embeddings.js';
+import type { LoadedModel } from '../models/load.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { ReferenceProvider } from '../features/calibrate.js';
-import { decoderFor } from '../features/embeddings.js';
-import { settingsRecord } from '../features/settings.js';
+import { settingsRecord, vectorHash } from '../features/settings.js';
 import { Visualizer, type RunResult, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
-import { modelHash, modelName } from './hash.js';
+import { atlasModelRow, modelHash, modelName, vocabHash } from './hash.js';
 import { featureSelect } from './settings.js';
 import type { Atlas } from './store.js';
 import { VERSION } from '../version.js';
@@ -88,15 +90,7 @@ export function planBuild(req: Omit<BuildRequest, 'onProgress'>): BuildPlan {
 
   const hash = modelHash(model, atlas, req.onHash);
   const name = modelName(model);
-  atlas.upsertModel({
-    hash,
-    name,
-    format: model.format,
-    architecture: model.config.arch,
-    n_layers: model.config.nLayers,
-    dim: model.config.dim,
-    vocab: model.config.vocabSize,
-  });
+  atlas.upsertModel(atlasModelRow(model, hash));
   const sample: VisualizeSettings = { ...req.settings, blocks: req.blocks[0]!, hook };
   const settingsHash = atlas.upsertSettings(settingsRecord(sample));
 
@@ -165,4 +159,101 @@ export async function buildAtlas(req: BuildRequest): Promise<BuildSummary> {
     }
   }
   return { model: id, settings_hash: settingsHash, total, skipped, inserted, failed, elapsed_ms: Math.round(performance.now() - t0) };
+}
+
+/** Hooks whose features are residual-stream coordinates: the space an embedding-table map carries. */
+export const MAPPABLE_HOOKS: readonly Hook[] = ['resid', 'attn_out', 'mlp_out'];
+
+export interface MappedBuildRequest extends Omit<BuildRequest, 'settings'> {
+  /** Model A: the one whose features are mapped (the runner's model is B, where the mapped directions are optimised). */
+  source: LoadedModel;
+  /** Everything but blocks, hook and the direction (each feature's mapped direction is the objective). */
+  settings: Omit<VisualizeSettings, 'blocks' | 'hook'>;
+}
+
+export interface MappedBuildSummary extends BuildSummary {
+  source: { hash: string; name: string };
+  map: { lambda: number; r2: number; tokens: number };
+  /** Source features mapped (one --direction record per feature and block range). */
+  directions: number;
+}
+
+/**
+ * What --map-from needs before anything is opened or run: a residual-space hook, features (not a direction), one
+ * tokenizer (same size and token strings), features inside A's width.
+ */
+export function checkMappable(source: LoadedModel, target: LoadedModel, hook: Hook, features: number[], direction?: Float32Array): void {
+  if (!MAPPABLE_HOOKS.includes(hook)) {
+    throw paramError('hook', `--map-from maps residual-stream coordinates (hooks ${MAPPABLE_HOOKS.join(', ')}); ${hook} features are not in the embedding space`);
+  }
+  if (direction) throw paramError('objective.direction', 'with --map-from the directions are the mapped features; give --features, not --direction');
+  if (features.length === 0) throw paramError('features', 'no features to map');
+  if (source.config.vocabSize !== target.config.vocabSize) {
+    throw paramError('mapFrom', `${modelName(source)} has ${source.config.vocabSize} tokens, ${modelName(target)} ${target.config.vocabSize}: a vocabulary map needs one tokenizer`);
+  }
+  const va = vocabHash(source);
+  const vb = vocabHash(target);
+  if (va === null || vb === null) throw paramError('mapFrom', `${modelName(va === null ? source : target)} has no tokenizer, so the shared vocabulary cannot be checked (give --tokenizer)`);
+  if (va !== vb) throw paramError('mapFrom', `${modelName(source)} and ${modelName(target)} have the same vocabulary size but different token strings: a vocabulary map needs one tokenizer`);
+  for (const f of features) {
+    if (!Number.isInteger(f) || f < 0 || f >= source.config.dim) throw paramError('features', `feature ${f} is outside ${modelName(source)}'s ${hook} features 0-${source.config.dim - 1}`);
+  }
+}
+
+/**
+ * `atlas build --model B --map-from A --features …`: fit the ridge map from A's embedding table to B's over their
+ * shared vocabulary (features/direction-map.ts), store it and the mapped unit direction of each of A's features, then
+ * build in B one direction record per feature and block range along that direction. `atlas compare --pair vocab`
+ * finds them by (A, B, feature) through the stored map and pairs them with A's own `[:, :, f]` records.
+ */
+export async function buildMappedAtlas(req: MappedBuildRequest): Promise<MappedBuildSummary> {
+  const { atlas, runner, hook, source } = req;
+  const target = runner.model;
+  checkMappable(source, target, hook, req.features, req.settings.objective.direction);
+  for (const b of req.blocks) runner.checkRange(b);
+
+  const map = fitDirectionMap(embeddingTable(source), embeddingTable(target), RIDGE_LAMBDA_REL);
+  const sourceHash = modelHash(source, atlas, req.onHash);
+  atlas.upsertModel(atlasModelRow(source, sourceHash));
+  const targetHash = modelHash(target, atlas, req.onHash);
+  atlas.upsertModel(atlasModelRow(target, targetHash));
+  const directions = req.features.map((f) => {
+    const vector = mappedDirection(map, f);
+    return { feature: f, vector, vector_hash: vectorHash(vector) };
+  });
+  // Models are named by content and the fit is deterministic, so an existing map with the same λ is this map: add to
+  // it (a later --features range); anything else replaces it.
+  const stored = atlas.directionMap(sourceHash, targetHash);
+  if (stored && stored.lambda === map.lambda) atlas.addMappedDirections(stored.id, directions);
+  else atlas.saveDirectionMap({ source_hash: sourceHash, target_hash: targetHash, lambda: map.lambda, r2: map.r2, tokens: map.tokens }, directions);
+
+  const t0 = performance.now();
+  const total = directions.length * req.blocks.length;
+  const sum = { total: 0, skipped: 0, inserted: 0, failed: 0 };
+  let settingsHash = '';
+  for (const d of directions) {
+    const before = { ...sum };
+    const one = await buildAtlas({
+      ...req,
+      features: [],
+      settings: { ...req.settings, objective: { ...req.settings.objective, direction: d.vector } },
+      onProgress: (p) =>
+        req.onProgress?.({ ...p, done: before.skipped + before.inserted + p.done, total, skipped: before.skipped + p.skipped, inserted: before.inserted + p.inserted, elapsedMs: performance.now() - t0 }),
+    });
+    settingsHash ||= one.settings_hash;
+    sum.total += one.total;
+    sum.skipped += one.skipped;
+    sum.inserted += one.inserted;
+    sum.failed += one.failed;
+  }
+  return {
+    model: { hash: targetHash, name: modelName(target) },
+    // Each mapped feature has its own settings (its direction); the first one's hash stands for the sweep.
+    settings_hash: settingsHash,
+    ...sum,
+    elapsed_ms: Math.round(performance.now() - t0),
+    source: { hash: sourceHash, name: modelName(source) },
+    map: { lambda: map.lambda, r2: map.r2, tokens: map.tokens },
+    directions: directions.length,
+  };
 }

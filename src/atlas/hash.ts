@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import type { LoadedModel } from '../models/load.js';
 import type { Atlas } from './store.js';
 import { sha256Hex } from './canonical.js';
+import { embeddingTable } from '../features/embeddings.js';
 
 /** SHA-256 of a file's bytes, read in chunks. */
 export function hashFile(file: string): string {
@@ -63,4 +64,39 @@ export function modelHash(model: LoadedModel, cache?: FileHashCache | Atlas, onH
 /** The name a model is listed under: the basename of the path it was given as. */
 export function modelName(model: LoadedModel): string {
   return path.basename(path.resolve(model.path));
+}
+
+/**
+ * SHA-256 of the token embedding table as float32 (its shape first): two models with the same hash share their
+ * embedding space bit for bit — a model and its `random-model --keep-embeddings` control do, a full redraw does not —
+ * so their residual-stream coordinates can be paired by index.
+ */
+export function embeddingHash(model: LoadedModel): string {
+  const t = embeddingTable(model);
+  return createHash('sha256').update(`${t.vocab}x${t.dim}\n`).update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)).digest('hex');
+}
+
+/** SHA-256 of the tokenizer's pieces in id order (null without a tokenizer): equal hashes = the same token strings. */
+export function vocabHash(model: LoadedModel): string | null {
+  const tok = model.tokenizer;
+  if (!tok) return null;
+  const h = createHash('sha256').update(`${tok.vocabSize}\n`);
+  for (let id = 0; id < tok.vocabSize; id++) h.update(tok.piece(id)).update('\u0000');
+  return h.digest('hex');
+}
+
+/** The models row `atlas build` / `atlas scan` register a model under (the one place its identity columns come from). */
+export function atlasModelRow(model: LoadedModel, hash: string) {
+  const cfg = model.config;
+  return {
+    hash,
+    name: modelName(model),
+    format: model.format,
+    architecture: cfg.arch,
+    n_layers: cfg.nLayers,
+    dim: cfg.dim,
+    vocab: cfg.vocabSize,
+    embedding_hash: embeddingHash(model),
+    vocab_hash: vocabHash(model),
+  };
 }

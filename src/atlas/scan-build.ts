@@ -13,7 +13,7 @@ import { DEFAULT_SCAN, scanCorpus, type ScanProgress } from '../features/scan.js
 import { expandSelection } from '../features/selection.js';
 import { DEFAULT_SETTINGS, layout, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
-import { modelHash, modelName } from './hash.js';
+import { atlasModelRow, modelHash, modelName } from './hash.js';
 import { finishedScanFeatures, insertScanFeatures, upsertScan, type StoredCalibration } from './scans.js';
 import type { Atlas } from './store.js';
 
@@ -81,8 +81,7 @@ export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
   const t0 = performance.now();
   const hash = modelHash(runner.model, atlas, req.onHash);
   const name = modelName(runner.model);
-  const cfg = runner.config;
-  atlas.upsertModel({ hash, name, format: runner.model.format, architecture: cfg.arch, n_layers: cfg.nLayers, dim: cfg.dim, vocab: cfg.vocabSize });
+  atlas.upsertModel(atlasModelRow(runner.model, hash));
   const topk = req.topk ?? DEFAULT_SCAN.topk;
   const binExamples = req.binExamples ?? DEFAULT_SCAN.binExamples;
   const settingsHash = atlas.upsertSettings({

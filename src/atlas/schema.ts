@@ -10,11 +10,16 @@
  *   3  corpus scans: `scans` (one per model, blocks, hook, corpus and scan settings) and `scan_features` (one row
  *      per scanned feature: its per-token distribution and examples as JSON, and optionally the quantile grid of
  *      a visualize run's statistic for calibration). Records are unchanged.
+ *   4  models gain `embedding_hash` (SHA-256 of the token embedding table as float32, with its shape) and
+ *      `vocab_hash` (SHA-256 of the token strings), so `atlas compare` can tell whether two models share an embedding
+ *      space or a tokenizer; NULL for models added before v4 until the next `atlas build` with them fills them in.
+ *      `direction_maps` (one ridge map between two models' embedding tables, with its fit) and `mapped_directions`
+ *      (per source feature, the mapped unit direction that `atlas build --map-from` optimised in the target model).
  */
 import type Database from 'better-sqlite3';
 import { canonicalJson, sha256Hex } from './canonical.js';
 
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 /** `meta.format`: marks a database as an llm-features atlas. */
 export const ATLAS_FORMAT = 'llm-features-atlas';
 
@@ -112,6 +117,32 @@ CREATE TABLE scan_features (
 );
 `;
 
+/** Added in version 4: model identity beyond the checkpoint bytes, and vocabulary-aligned direction maps. */
+const SCHEMA_V4_MODELS = `
+ALTER TABLE models ADD COLUMN embedding_hash TEXT;   -- SHA-256 of "V×D" and the token embedding table's float32 bytes
+ALTER TABLE models ADD COLUMN vocab_hash TEXT;       -- SHA-256 of the tokenizer's pieces, in id order (tokenizer-less: NULL)
+`;
+const SCHEMA_V4_MAPS = `
+CREATE TABLE direction_maps (
+  id INTEGER PRIMARY KEY,
+  source_hash TEXT NOT NULL REFERENCES models(hash),  -- A: the model whose features are mapped
+  target_hash TEXT NOT NULL REFERENCES models(hash),  -- B: the model the mapped directions are optimised in
+  lambda REAL NOT NULL,           -- the ridge penalty used (features/direction-map.ts)
+  r2 REAL NOT NULL,               -- the fit's R² over the shared vocabulary
+  tokens INTEGER NOT NULL,        -- shared tokens the map was fitted on
+  created_at TEXT NOT NULL,
+  UNIQUE (source_hash, target_hash)
+);
+CREATE TABLE mapped_directions (
+  map_id INTEGER NOT NULL REFERENCES direction_maps(id),
+  feature INTEGER NOT NULL,       -- A's feature f (a residual-stream coordinate)
+  vector_hash TEXT NOT NULL,      -- vectorHash of the unit direction e_f W / ‖e_f W‖: the target records' settings.direction
+  vector BLOB NOT NULL,           -- that direction, float32 LE
+  PRIMARY KEY (map_id, feature)
+);
+CREATE INDEX mapped_directions_vector ON mapped_directions (vector_hash);
+`;
+
 /** The columns of a v2 record row, in insertion order. */
 export const RECORD_COLUMNS = [
   'model_hash',
@@ -154,13 +185,15 @@ export function inspectSchema(db: Database.Database): { kind: 'empty' } | { kind
 /** The tables of the current schema that `db` lacks (a hand-edited or damaged atlas). */
 export function missingTables(db: Database.Database): string[] {
   const have = new Set(tableNames(db));
-  return ['meta', 'models', 'model_files', 'settings', 'records'].filter((t) => !have.has(t));
+  return ['meta', 'models', 'model_files', 'settings', 'records', 'direction_maps', 'mapped_directions'].filter((t) => !have.has(t));
 }
 
 /** Create the current schema in an empty database (inside the caller's transaction). */
 export function createSchema(db: Database.Database): void {
   db.exec(SCHEMA_V2_TABLES);
   db.exec(SCHEMA_V3_SCANS);
+  db.exec(SCHEMA_V4_MODELS);
+  db.exec(SCHEMA_V4_MAPS);
   const meta = db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
   meta.run('format', ATLAS_FORMAT);
   meta.run('created_at', new Date().toISOString());
@@ -177,6 +210,11 @@ export function migrate(db: Database.Database, from: number): void {
   if (v === 2) {
     db.exec(SCHEMA_V3_SCANS);
     v = 3;
+  }
+  if (v === 3) {
+    db.exec(SCHEMA_V4_MODELS);
+    db.exec(SCHEMA_V4_MAPS);
+    v = 4;
   }
   if (v !== SCHEMA_VERSION) throw new Error(`no migration from atlas schema version ${from}`);
   db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('migrated_at', ?)").run(new Date().toISOString());

@@ -25,7 +25,29 @@ export interface AtlasModel {
   n_layers: number | null;
   dim: number | null;
   vocab: number | null;
+  /** SHA-256 of the token embedding table (hash.ts embeddingHash); null for models added before atlas schema v4. */
+  embedding_hash: string | null;
+  /** SHA-256 of the tokenizer's pieces (hash.ts vocabHash); null without a tokenizer or before v4. */
+  vocab_hash: string | null;
   added_at: string;
+}
+
+/** A ridge map from one model's embedding space to another's (features/direction-map.ts), as stored. */
+export interface StoredDirectionMap {
+  id: number;
+  source_hash: string;
+  target_hash: string;
+  lambda: number;
+  r2: number;
+  tokens: number;
+  created_at: string;
+}
+
+/** One mapped direction: source feature → the unit vector optimised in the target model. */
+export interface StoredMappedDirection {
+  feature: number;
+  vector_hash: string;
+  vector: Float32Array;
 }
 
 /** A stored record: the visualize result (a RunResult) plus where it sits in the atlas. */
@@ -294,15 +316,83 @@ export class Atlas implements FileHashCache {
     return this.db.prepare('SELECT path, size, mtime_ns, hash FROM model_files ORDER BY path').all() as ModelFileRow[];
   }
 
-  /** Add a model (or fill in what an older row lacks); the first name it was seen under stays. */
-  upsertModel(m: Omit<AtlasModel, 'added_at'>): void {
+  /** Add a model (or fill in what an older row lacks, e.g. a pre-v4 row's embedding hash); the first name it was seen under stays. */
+  upsertModel(m: Omit<AtlasModel, 'added_at' | 'embedding_hash' | 'vocab_hash'> & Partial<Pick<AtlasModel, 'embedding_hash' | 'vocab_hash'>>): void {
     this.db
       .prepare(
-        `INSERT INTO models (hash, name, format, architecture, n_layers, dim, vocab, added_at) VALUES (@hash, @name, @format, @architecture, @n_layers, @dim, @vocab, @added_at)
+        `INSERT INTO models (hash, name, format, architecture, n_layers, dim, vocab, embedding_hash, vocab_hash, added_at)
+         VALUES (@hash, @name, @format, @architecture, @n_layers, @dim, @vocab, @embedding_hash, @vocab_hash, @added_at)
          ON CONFLICT (hash) DO UPDATE SET format = coalesce(format, excluded.format), architecture = coalesce(architecture, excluded.architecture),
-           n_layers = coalesce(n_layers, excluded.n_layers), dim = coalesce(dim, excluded.dim), vocab = coalesce(vocab, excluded.vocab)`,
+           n_layers = coalesce(n_layers, excluded.n_layers), dim = coalesce(dim, excluded.dim), vocab = coalesce(vocab, excluded.vocab),
+           embedding_hash = coalesce(embedding_hash, excluded.embedding_hash), vocab_hash = coalesce(vocab_hash, excluded.vocab_hash)`,
       )
-      .run({ ...m, added_at: new Date().toISOString() });
+      .run({ embedding_hash: null, vocab_hash: null, ...m, added_at: new Date().toISOString() });
+  }
+
+  model(hash: string): AtlasModel | undefined {
+    return this.guarded(() => this.db.prepare('SELECT * FROM models WHERE hash = ?').get(hash) as AtlasModel | undefined);
+  }
+
+  // ----- direction maps (atlas build --map-from, atlas compare --pair vocab) ---------------------------------------
+
+  /**
+   * Store (or replace) the map from `source` to `target` and its mapped directions, in one transaction. A refit
+   * replaces the old map's directions; records already optimised along them keep their own copy (RunResult.direction).
+   */
+  saveDirectionMap(m: Omit<StoredDirectionMap, 'id' | 'created_at'>, directions: StoredMappedDirection[]): number {
+    return this.db.transaction(() => {
+      const old = this.db.prepare('SELECT id FROM direction_maps WHERE source_hash = ? AND target_hash = ?').pluck().get(m.source_hash, m.target_hash) as number | undefined;
+      if (old !== undefined) {
+        this.db.prepare('DELETE FROM mapped_directions WHERE map_id = ?').run(old);
+        this.db.prepare('DELETE FROM direction_maps WHERE id = ?').run(old);
+      }
+      const id = Number(
+        this.db
+          .prepare('INSERT INTO direction_maps (source_hash, target_hash, lambda, r2, tokens, created_at) VALUES (@source_hash, @target_hash, @lambda, @r2, @tokens, @created_at)')
+          .run({ ...m, created_at: new Date().toISOString() }).lastInsertRowid,
+      );
+      const add = this.db.prepare('INSERT OR REPLACE INTO mapped_directions (map_id, feature, vector_hash, vector) VALUES (?, ?, ?, ?)');
+      for (const d of directions) add.run(id, d.feature, d.vector_hash, Buffer.from(d.vector.buffer, d.vector.byteOffset, d.vector.byteLength));
+      return id;
+    }).immediate();
+  }
+
+  /** Add mapped directions to an existing map (a later --features range with the same fit). */
+  addMappedDirections(mapId: number, directions: StoredMappedDirection[]): void {
+    const add = this.db.prepare('INSERT OR REPLACE INTO mapped_directions (map_id, feature, vector_hash, vector) VALUES (?, ?, ?, ?)');
+    this.db.transaction(() => {
+      for (const d of directions) add.run(mapId, d.feature, d.vector_hash, Buffer.from(d.vector.buffer, d.vector.byteOffset, d.vector.byteLength));
+    }).immediate();
+  }
+
+  /** Every stored map with its endpoints' names and how many features it has mapped (atlas ls). */
+  directionMaps(): (StoredDirectionMap & { source_name: string; target_name: string; features: number })[] {
+    return this.guarded(
+      () =>
+        this.db
+          .prepare(
+            `SELECT d.*, s.name AS source_name, t.name AS target_name, (SELECT count(*) FROM mapped_directions m WHERE m.map_id = d.id) AS features
+             FROM direction_maps d JOIN models s ON s.hash = d.source_hash JOIN models t ON t.hash = d.target_hash ORDER BY d.id`,
+          )
+          .all() as (StoredDirectionMap & { source_name: string; target_name: string; features: number })[],
+    );
+  }
+
+  directionMap(sourceHash: string, targetHash: string): StoredDirectionMap | undefined {
+    return this.guarded(
+      () => this.db.prepare('SELECT * FROM direction_maps WHERE source_hash = ? AND target_hash = ?').get(sourceHash, targetHash) as StoredDirectionMap | undefined,
+    );
+  }
+
+  mappedDirections(mapId: number): StoredMappedDirection[] {
+    const rows = this.guarded(
+      () => this.db.prepare('SELECT feature, vector_hash, vector FROM mapped_directions WHERE map_id = ? ORDER BY feature').all(mapId) as { feature: number; vector_hash: string; vector: Buffer }[],
+    );
+    return rows.map((r) => ({
+      feature: r.feature,
+      vector_hash: r.vector_hash,
+      vector: new Float32Array(r.vector.buffer.slice(r.vector.byteOffset, r.vector.byteOffset + r.vector.byteLength)),
+    }));
   }
 
   models(): AtlasModel[] {

@@ -1,5 +1,6 @@
-import { buildAtlas, type BuildProgress } from '../atlas/build.js';
-import { compareAtlas, parseQuery, type CompareReport } from '../atlas/compare.js';
+import { buildAtlas, buildMappedAtlas, checkMappable, type BuildProgress } from '../atlas/build.js';
+import { loadModel } from '../models/load.js';
+import { CHANCE_SAMPLE, compareAtlas, parseQuery, type CompareReport, type PairMode } from '../atlas/compare.js';
 import { exportCsv, exportJson, type ExportFormat } from '../atlas/export.js';
 import { formatDuration, formatProgress } from '../atlas/progress.js';
 import { parseFeatures } from '../atlas/settings.js';
@@ -41,6 +42,16 @@ function progressReporter(): { update: (p: BuildProgress) => void; end: () => vo
   };
 }
 
+/** The --map-from model (only its embedding table and tokenizer are read); a file problem names the flag. */
+function openSource(file: string) {
+  try {
+    return loadModel(file);
+  } catch (err) {
+    if (err instanceof UserError) throw new UserError(`--map-from: ${err.message}`);
+    throw err;
+  }
+}
+
 const buildCommand: Command = {
   name: 'atlas build',
   summary: 'sweep visualize over block ranges × features into an atlas (resumable)',
@@ -48,6 +59,7 @@ const buildCommand: Command = {
     '--blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.',
     'Run the same command again to resume: finished records are skipped.',
     '--queue: enqueue the batches as jobs for `llm-features worker` processes and collect their results here.',
+    '--map-from A: --features are A\'s; each becomes one --direction record in --model along its image under the ridge map between the embedding tables (for atlas compare --pair vocab).',
   ],
   async run(v) {
     const dbPath = v.need('db');
@@ -59,11 +71,18 @@ const buildCommand: Command = {
     const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
     if (queue && v.has('direction')) throw new UserError('--direction: not through --queue yet (build direction records locally)');
     if (queue && (v.has('corpus') || v.has('scan-db'))) throw new UserError('--queue: percentiles (--corpus/--scan-db) are not computed by workers yet');
+    const mapFrom = v.str('map-from');
+    if (mapFrom !== undefined && featureSpec === undefined) throw new UserError('--map-from: give --features (the source model\'s features to map), not --direction');
+    if (mapFrom !== undefined && queue) throw new UserError('--map-from: not through --queue yet (build mapped records locally)');
+    // The source model is only read (its embedding table); it never runs.
+    const source = mapFrom === undefined ? undefined : openSource(mapFrom);
     const runner = openRunner(v);
     try {
-      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, hookWidth(runner.config, hook));
+      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, source ? source.config.dim : hookWidth(runner.config, hook));
       for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
+      // Before the atlas is opened: a refused map leaves no file behind.
+      if (source) checkMappable(source, runner.model, hook, features, settings.objective.direction);
       const reference = referenceFromFlags(v, runner, dbPath);
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
@@ -80,6 +99,19 @@ const buildCommand: Command = {
           onHash: (file: string, bytes: number) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
           ...(reference ? { reference } : {}),
         };
+        if (source) {
+          const summary = await buildMappedAtlas({ ...request, source });
+          progress.end();
+          if (v.bool('json')) printJson({ db: dbPath, ...summary });
+          else {
+            process.stdout.write(
+              `${dbPath}: ridge map ${summary.source.name} → ${summary.model.name} over ${summary.map.tokens} shared tokens: R² ${summary.map.r2.toFixed(4)} (λ ${summary.map.lambda.toPrecision(3)}); ` +
+                `${summary.total} mapped-direction records for ${summary.directions} features: ` +
+                `${summary.inserted} new, ${summary.skipped} already there, ${summary.failed} failed, ${formatDuration(summary.elapsed_ms / 1000)}\n`,
+            );
+          }
+          return;
+        }
         const queued = queue ? await queuedBuild({ ...request, queue, tokenizerPath: v.str('tokenizer') }) : null;
         const summary = queued ?? (await buildAtlas(request));
         progress.end();
@@ -103,21 +135,32 @@ const buildCommand: Command = {
 const num = (x: number | null, digits = 3) => (x === null ? 'n/a' : x.toFixed(digits));
 
 export function formatCompare(r: CompareReport): string {
+  const models = (s: CompareReport['a']) => s.models.map((m) => `${m.name} (${m.hash.slice(0, 12)})`).join(', ');
+  const chance = r.chance;
+  const beside = (x: number | null, c: number | undefined) => `${num(x)}   chance ${c === undefined ? 'n/a (under two features per settings group)' : num(c)}`;
   const lines = [
-    `A: ${r.a.query} (${r.a.records} records)   B: ${r.b.query} (${r.b.records} records)`,
+    `A: ${r.a.query} — ${models(r.a)}, ${r.a.records} records`,
+    `B: ${r.b.query} — ${models(r.b)}, ${r.b.records} records`,
+    `pairing: ${r.pairing_note}`,
+    ...r.warnings.map((w) => `WARNING: ${w}`),
     `pairs: ${r.pairs} (compared ${r.compared}, failed ${r.failed}; only in A ${r.only_a}, only in B ${r.only_b})`,
-    `top-1 agreement:            ${num(r.top1_agreement)}`,
-    `mean top-k Jaccard:         ${num(r.jaccard)}`,
-    `Spearman (continuous act.): ${num(r.spearman)}`,
+    `top-1 agreement:      ${beside(r.top1_agreement, chance?.top1_agreement)}`,
+    `mean top-k Jaccard:   ${beside(r.jaccard, chance?.jaccard)}`,
+    chance
+      ? `  (chance: each A feature against B's records of the other features, same settings; ${chance.pairs} pairs${chance.sampled ? `, sampled: ${CHANCE_SAMPLE} others per feature` : ''})`
+      : '  (chance: needs two or more compared features with the same settings)',
+    `Spearman of ${r.spearman_of}s: ${num(r.spearman)}`,
     '',
   ];
-  const head = ['select', 'top1', 'jaccard', 'act A', 'act B', 'A top-1', 'B top-1'];
+  const pct = r.spearman_of === 'decoded percentile';
+  const head = ['select', 'top1', 'chance', 'jaccard', pct ? 'pct A' : 'dec A', pct ? 'pct B' : 'dec B', 'A top-1', 'B top-1'];
   const rows = r.features.map((p) => [
     p.select,
     num(p.top1_agreement, 2),
+    num(p.chance_top1, 2),
     num(p.jaccard, 2),
-    num(p.a.continuous),
-    num(p.b.continuous),
+    pct ? num(p.a.decoded_percentile, 1) : num(p.a.decoded),
+    pct ? num(p.b.decoded_percentile, 1) : num(p.b.decoded),
     p.a.status === 'ok' ? JSON.stringify(p.a.top1_text) : 'failed',
     p.b.status === 'ok' ? JSON.stringify(p.b.top1_text) : 'failed',
   ]);
@@ -129,14 +172,18 @@ export function formatCompare(r: CompareReport): string {
 
 const compareCommand: Command = {
   name: 'atlas compare',
-  summary: 'pair two sets of atlas records by selection and settings; report how much they agree',
-  notes: ['QUERY: comma-separated filters model=NAME|HASH-PREFIX, blocks=A-B, hook=H, settings=HASH-PREFIX; e.g. --a blocks=1 --b blocks=5'],
+  summary: 'pair two sets of atlas records feature by feature; report how much they agree, beside the chance level',
+  notes: [
+    'QUERY: comma-separated filters model=NAME|HASH-PREFIX, blocks=A-B, hook=H, settings=HASH-PREFIX; e.g. --a blocks=1 --b blocks=5',
+    'Two models: name the model on both sides. Index pairing needs one embedding space (same model or same embedding table); otherwise --pair vocab or --pair index.',
+  ],
   async run(v) {
     const a = parseQuery(v.need('a'), 'a');
     const b = parseQuery(v.need('b'), 'b');
+    const pair = v.str('pair') as PairMode;
     const atlas = Atlas.open(v.need('db'), { readonly: true });
     try {
-      const report = compareAtlas(atlas, a, b);
+      const report = compareAtlas(atlas, a, b, pair);
       if (v.bool('json')) printJson(report);
       else process.stdout.write(formatCompare(report));
     } finally {
@@ -181,14 +228,20 @@ const lsCommand: Command = {
       const groups = atlas.groups();
       const total = groups.reduce((n, g) => n + g.records, 0);
       const scans = listScans(atlas);
+      const maps = atlas.directionMaps();
       if (v.bool('json')) {
-        printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups });
+        printJson({ db: dbPath, schema_version: atlas.schemaVersion, records: total, models, groups, direction_maps: maps });
         return;
       }
       const lines = [`${dbPath}: atlas schema v${atlas.schemaVersion}, ${total} records, ${models.length} model${models.length === 1 ? '' : 's'}`];
       for (const m of models) {
         const shape = m.architecture ? `  ${m.architecture}, ${m.n_layers} blocks, dim ${m.dim}, vocab ${m.vocab}` : '';
-        lines.push(`  model ${m.hash.slice(0, 12)}  ${m.name}${shape}`);
+        // Models with one embedding table pair by index in atlas compare; the table hash shows which do.
+        const table = m.embedding_hash ? `, embedding table ${m.embedding_hash.slice(0, 12)}` : '';
+        lines.push(`  model ${m.hash.slice(0, 12)}  ${m.name}${shape}${table}`);
+      }
+      for (const d of maps) {
+        lines.push(`  map ${d.source_name} → ${d.target_name}: ridge R² ${d.r2.toFixed(4)} over ${d.tokens} shared tokens, ${d.features} features mapped (atlas compare --pair vocab)`);
       }
       if (groups.length) {
         const head = ['model', 'blocks', 'hook', 'settings', 'records', 'ok', 'failed', 'features'];
