@@ -30,7 +30,7 @@ export interface ControlsResults {
   settings: { seeds: number; features: string; corpus: string };
   commands: Record<string, string[]>;
   sweeps: Record<string, Measured>;
-  compare: Record<string, { agreement: number; chance: number | null; pairs: number; command: string }>;
+  compare: Record<string, { agreement: number; chance: number | null; pairs: number; r2: number | null; warnings: string[]; command: string }>;
   selections: Record<string, Measured & { selected_is_model_free: number | null; others_model_free: number | null; command: string }>;
   invert: Record<string, { exact_tokens: number; exact_prompts: number; prompts: number; command: string }>;
 }
@@ -126,7 +126,7 @@ stories260K (d 64) and stories-d128-L4 (d 128) share the tokenizer. Paired by fe
 \`atlas compare\` refuses unless asked: the two indices name unrelated directions) and through the shared vocabulary
 (\`--pair vocab\`: a ridge map from stories260K's embedding space to stories-d128-L4's, fitted on the shared tokens; each
 stories260K feature against a stories-d128-L4 record optimised along its mapped direction, built by \`atlas build
---direction-map\`).
+--map-from\`; the map's fit over the 512 shared tokens: R² ${f(voc?.r2, 3)}).
 
 \`\`\`sh
 ${(r.commands.vocab ?? []).join('\n')}
