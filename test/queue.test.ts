@@ -14,7 +14,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { buildAtlas } from '../src/atlas/build.js';
-import { enqueueJobs, queuedBuild, queuedScan, sweepJobs, type QueuedBuildRequest } from '../src/atlas/queue/collector.js';
+import { enqueueJobs, longestFirst, queuedBuild, queuedScan, sweepJobs, type QueuedBuildRequest } from '../src/atlas/queue/collector.js';
 import { buildScan, type ScanRequest } from '../src/atlas/scan-build.js';
 import { scanReference } from '../src/atlas/scan-reference.js';
 import { listScans, scanCalibration } from '../src/atlas/scans.js';
@@ -238,6 +238,10 @@ test('enqueueing the same sweep twice adds each job once; queue drain removes wh
   const plan = [{ blocks: [1, 1] as [number, number], pending: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }];
   const jobs = sweepJobs(ref, 'a'.repeat(64), 'resid', settings, plan);
   assert.equal(jobs.length, 3);
+  // Enqueued costliest first (deepest block range, then most selections), otherwise in plan order.
+  const mixed = sweepJobs(ref, 'a'.repeat(64), 'resid', settings, [{ blocks: [1, 1], pending: [0, 1, 2, 3, 4, 5] }, { blocks: [2, 3], pending: [0, 1, 2, 3, 4, 5] }]);
+  const order = longestFirst(mixed).map((j) => `${j.data.blocks.join('-')}:${j.data.features.join(',')}`);
+  assert.deepEqual(order, ['2-3:0,1,2,3', '2-3:4,5', '1-1:0,1,2,3', '1-1:4,5']);
   assert.ok(jobs.every((j) => /^b[0-9a-f]{40}$/.test(j.id)));
   await withQueue(async (q) => {
     await enqueueJobs(q, jobs);

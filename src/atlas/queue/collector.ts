@@ -87,7 +87,7 @@ export interface QueueSummary {
 export type QueuedBuildSummary = BuildSummary & QueueSummary;
 export type QueuedScanSummary = ScanSummary & QueueSummary;
 
-interface Pending<D extends JobData = JobData> {
+export interface Pending<D extends JobData = JobData> {
   id: string;
   data: D;
 }
@@ -142,6 +142,18 @@ export function sweepJobs(
     }
   }
   return out;
+}
+
+/**
+ * The order jobs are enqueued in (BullMQ hands them out first in, first out): the costliest first. A job's cost grows
+ * with the depth of its block range (a run of blocks A-B goes forward and back through blocks 1..B) and its number of
+ * selections, so a sweep over blocks 1..32 in plan order would leave the 32-block jobs for last, and every worker but
+ * the one holding the last deep job idle at the end. Longest first, the short jobs fill in at the end instead.
+ * Stable, so jobs of equal cost keep the plan's order. Enqueue order changes nothing else: each job is stored by key.
+ */
+export function longestFirst<D extends JobData>(jobs: Pending<D>[]): Pending<D>[] {
+  const cost = (d: JobData) => d.blocks[1] * d.features.length;
+  return jobs.map((j, i) => ({ j, i })).sort((a, b) => cost(b.j.data) - cost(a.j.data) || a.i - b.i).map(({ j }) => j);
 }
 
 /** A failed record for each selection of a job that failed in the computation (what a local build stores for a NaN). */
@@ -208,7 +220,7 @@ async function runSweep<D extends JobData>(opts: QueueOptions, jobs: Pending<D>[
   const failedJobs: FailedJob[] = [];
   const refusedJobs: FailedJob[] = [];
   try {
-    await enqueueJobs(queue, jobs, attempts, backoffMs);
+    await enqueueJobs(queue, longestFirst(jobs), attempts, backoffMs);
     opts.onEnqueued?.(jobs.length);
 
     const pending = new Map(jobs.map((j) => [j.id, j]));

@@ -99,6 +99,9 @@ export interface JobCost {
   cpu_ms: number;
   /** Time spent opening the model and hashing files for this job (0 when the worker's cached sessions served it). */
   open_ms: number;
+  /** Graph sessions built during the computation (a new block range, hook or batch shape) and the time they took. */
+  sessions: number;
+  session_ms: number;
   worker: string;
 }
 

@@ -176,11 +176,13 @@ export class QueueWorker {
     try {
       const t0 = performance.now();
       const cpu0 = process.cpuUsage();
+      const s0 = { ...slot.runner.sessionStats };
       const out = d.kind === 'build' ? await this.build(slot, d, corpus) : await this.scan(slot, d, corpus!);
       const run_ms = performance.now() - t0;
       const cpu = process.cpuUsage(cpu0);
+      const s1 = slot.runner.sessionStats;
       this.opts.onEvent?.({ type: 'done', job: job.id ?? '?', ms: run_ms });
-      return { ...out, run_ms, cpu_ms: (cpu.user + cpu.system) / 1000, open_ms: openMs, worker: this.name };
+      return { ...out, run_ms, cpu_ms: (cpu.user + cpu.system) / 1000, open_ms: openMs, sessions: s1.created - s0.created, session_ms: s1.ms - s0.ms, worker: this.name };
     } catch (err) {
       // The same settings fail the same way on every worker: no retries.
       if (err instanceof UserError) throw new UnrecoverableError(err.message);
