@@ -3,9 +3,10 @@
  * (runFeatureBatch for `atlas build`, scanGroup for `atlas scan`), returning the results for the collector to store.
  *
  * The worker opens its own copy of the model, its tokenizer and a job's corpus (by the job's path hints, or their
- * basenames under `modelsDir`) and checks each one's content hash, keeping sessions per model between jobs. A job it cannot serve here (another version, a missing or
- * different file) is refused with an error that starts with REFUSED: it is retried (perhaps by another worker) up to the
- * job's attempts, and the collector never records a refusal as a result. An error in the job itself (a UserError:
+ * basenames under `modelsDir`) and checks each one's content hash, keeping sessions per model between jobs. A job it
+ * cannot serve here (another version, a missing or different file) is refused with an error that starts with REFUSED:
+ * it is retried (perhaps by another worker) up to the job's attempts, and the collector never records a refusal as a
+ * result. An error in the job itself (a UserError:
  * bad settings for this model) fails at once, without retries: it would fail the same way everywhere.
  */
 import { VERSION } from '../../version.js';
