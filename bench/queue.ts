@@ -10,18 +10,19 @@
  *   1 × 1   `atlas build --queue` with one `worker --threads 1`
  *   2 × 1   the same with two workers
  *   pair    two local builds of half the features each, side by side (the machine's own two-process ceiling)
- * and reports the throughput ratio 2 × 1 / 1 × 1 and the queue's overhead per job, two ways: the one worker's idle
- * time (wall − the time its jobs spent inside runFeatureBatch) and the queued run's extra wall time over the local one,
- * each divided by the job count and compared with the median job time.
+ * and reports the throughput ratio 2 × 1 / 1 × 1 (meaningful on a quiet machine only) and, for each queued run, where
+ * its time went as shares within that run (see `shares`): these hold on a loaded machine, because each compares two
+ * quantities measured over the same seconds.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Queue, Worker } from 'bullmq';
 import { parseQueueUrl, redisClient } from '../src/atlas/queue/connection.js';
-import { QUEUE_NAME, type JobData, type JobResult } from '../src/atlas/queue/jobs.js';
+import { QUEUE_NAME, type BuildJobData, type BuildJobResult, type JobData, type JobResult } from '../src/atlas/queue/jobs.js';
+import { Atlas } from '../src/atlas/store.js';
 import { median, MODELS_DIR, ROOT } from './common.js';
 
 function flag(name: string): string | undefined {
@@ -48,14 +49,26 @@ async function freePort(): Promise<number> {
   });
 }
 
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** A CLI run, with the CPU seconds it used (read from /proc every 100 ms while it runs: the last ≤ 100 ms are missed). */
+function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; cpu_s: number }> {
   return new Promise((resolve) => {
     const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
+    let cpu = 0;
+    const poll = setInterval(() => {
+      try {
+        cpu = cpuSeconds(c.pid!);
+      } catch {
+        // gone between the check and the read
+      }
+    }, 100);
     c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.once('exit', (code) => resolve({ code, stdout, stderr }));
+    c.once('exit', (code) => {
+      clearInterval(poll);
+      resolve({ code, stdout, stderr, cpu_s: cpu });
+    });
   });
 }
 
@@ -82,45 +95,140 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
+interface JobTimes {
+  worker: string;
+  /** Taken and finished (Redis timestamps, ms). */
+  taken: number;
+  finished: number;
+  run_ms: number;
+  cpu_ms: number;
+  open_ms: number;
+  sessions: number;
+  session_ms: number;
+}
+
 interface Timed {
   wall_ms: number;
   /** Median JSON size of a job's result and of its data. */
   result_bytes: number;
   data_bytes: number;
-  /** CPU seconds the workers used (start-up included): over the wall time, the cores they actually got. */
-  worker_cpu_s: number;
-  jobs: number;
-  /** Per job: time inside runFeatureBatch, and worker + queue time from being taken to finished. */
-  run_ms: number[];
-  held_ms: number[];
-  /** One worker: gaps between one job's finish and the next one's start. */
-  gaps_ms: number[];
+  /** CPU seconds during the sweep: each worker's, the collector's (the `atlas build --queue` process), redis-server's. */
+  worker_cpu_s: number[];
+  collector_cpu_s: number;
+  /** The collector's CPU for the same command with nothing left to do (start-up, open, plan, connect). */
+  collector_fixed_cpu_s: number;
+  /** Collecting one job (fetch + parse + one insert transaction), wall and CPU, timed in this process. */
+  collect_job_ms: number;
+  collect_job_cpu_ms: number;
+  redis_cpu_s: number;
+  jobs: JobTimes[];
+  /** When the sweep started and ended (ms since the epoch, this machine's clock, as Redis's timestamps are). */
+  t0: number;
+  t1: number;
 }
 
-async function build(url: string | null, db: string, features = FEATURES): Promise<{ elapsed_ms: number; jobs?: number }> {
+async function build(url: string | null, db: string, features = FEATURES): Promise<{ elapsed_ms: number; jobs?: number; cpu_s: number }> {
   const args = ['atlas', 'build', '--model', MODEL, '--db', db, '--blocks', BLOCKS, '--features', features, '--threads', '1', '--json', ...(url ? ['--queue', url] : [])];
   const r = await run(args);
   if (r.code !== 0) throw new Error(`atlas build failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as { elapsed_ms: number; jobs?: number };
+  return { ...(JSON.parse(r.stdout) as { elapsed_ms: number; jobs?: number }), cpu_s: r.cpu_s };
 }
 
-async function queued(url: string, workers: number, db: string): Promise<Timed> {
+async function queued(url: string, workers: number, db: string, redisPid: number): Promise<Timed> {
   const connection = redisClient(parseQueueUrl(url));
   const queue = new Queue<JobData, JobResult>(QUEUE_NAME, { connection });
   await queue.obliterate({ force: true });
   const ws = [];
   for (let i = 0; i < workers; i++) ws.push(await startWorker(url));
+  const cpu0 = ws.map((w) => cpuSeconds(w.pid!));
+  const redis0 = cpuSeconds(redisPid);
+  const t0 = Date.now();
   const s = await build(url, db);
+  const t1 = Date.now();
+  const cpu = ws.map((w, i) => cpuSeconds(w.pid!) - cpu0[i]!);
+  const redisCpu = cpuSeconds(redisPid) - redis0;
   const jobs = await queue.getJobs(['completed'], 0, -1, true);
-  const cpu = ws.reduce((n, w) => n + cpuSeconds(w.pid!), 0);
   for (const w of ws) await stopWorker(w);
-  const sorted = [...jobs].sort((a, b) => a.processedOn! - b.processedOn!);
-  const gaps = workers === 1 ? sorted.slice(1).map((j, i) => j.processedOn! - sorted[i]!.finishedOn!) : [];
+  // The same command again with every record stored: the collector's fixed cost (start-up, model open and hash, plan,
+  // connect), which `collector_cpu_s` also holds; the rest of it is per job.
+  const fixed = await build(url, db);
+  // What collecting one job costs the collector, timed here on the jobs just run: fetch and parse the job (its
+  // returnvalue), then one insert transaction into a copy of the atlas emptied of its records.
+  const copy = db.replace(/\.db$/, '-collect.db');
+  copyFileSync(db, copy);
+  const atlas = Atlas.open(copy);
+  atlas.db.exec('DELETE FROM records');
+  const c0 = process.cpuUsage();
+  const w0 = performance.now();
+  for (const j of jobs) {
+    const job = (await queue.getJob(j.id!))!;
+    const d = job.data as BuildJobData;
+    atlas.insertResults(d.model.hash, d.settings_hash, (job.returnvalue as BuildJobResult).results);
+  }
+  const collectWall = (performance.now() - w0) / jobs.length;
+  const cc = process.cpuUsage(c0);
+  atlas.close();
   await queue.close();
   connection.disconnect();
   const resultBytes = jobs.map((j) => Buffer.byteLength(JSON.stringify(j.returnvalue)));
   const dataBytes = jobs.map((j) => Buffer.byteLength(JSON.stringify(j.data)));
-  return { wall_ms: s.elapsed_ms, worker_cpu_s: cpu, result_bytes: median(resultBytes), data_bytes: median(dataBytes), jobs: jobs.length, run_ms: jobs.map((j) => j.returnvalue.run_ms), held_ms: jobs.map((j) => j.finishedOn! - j.processedOn!), gaps_ms: gaps };
+  const times = jobs.map((j): JobTimes => {
+    const v = j.returnvalue;
+    return { worker: v.worker, taken: j.processedOn!, finished: j.finishedOn!, run_ms: v.run_ms, cpu_ms: v.cpu_ms, open_ms: v.open_ms, sessions: v.sessions, session_ms: v.session_ms };
+  });
+  return { wall_ms: s.elapsed_ms, worker_cpu_s: cpu, collector_cpu_s: s.cpu_s, collector_fixed_cpu_s: fixed.cpu_s, collect_job_ms: collectWall, collect_job_cpu_ms: (cc.user + cc.system) / 1000 / jobs.length, redis_cpu_s: redisCpu, result_bytes: median(resultBytes), data_bytes: median(dataBytes), jobs: times, t0, t1 };
+}
+
+/**
+ * Where a queued sweep's time went, as shares that hold on a loaded machine (ratios within the one run):
+ *   cores_while_computing  Σ job CPU / Σ job wall: the cores each worker actually got while running a batch (1.0 =
+ *                          a whole core for its one thread); below 1 the machine, not the queue, held it back
+ *   cpu_per_job_ms         worker CPU per job: the same in 1 × 1 and 2 × 1 means the queue added no work per job
+ *   held_minus_run_share   Σ (held − run) / Σ held: time a job is taken but not computing (fetch, parse, result
+ *                          serialisation, completion)
+ *   session_share          Σ session creation / Σ run: graph sessions built inside jobs (each worker builds its own
+ *                          per block range)
+ *   open_share             Σ model open + hash / Σ run: a worker's first job
+ *   start_share            (first job taken − sweep start) / wall: the collector planning, hashing and enqueueing
+ *   tail_share             Σ over workers (last finish − that worker's last finish) / (workers × wall): a worker
+ *                          idle at the end because no job was left (job granularity)
+ *   worker_idle_cpu_share  worker CPU outside jobs / worker CPU: BullMQ's lock renewal, stalled checks, polling
+ *   collector_cpu_share    collector CPU / all workers' CPU; redis_cpu_share likewise
+ *   collect_job_cpu_share  collecting one job (fetch, parse, insert transaction) in CPU / a job's worker CPU
+ */
+function shares(t: Timed, workers: number) {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const j = t.jobs;
+  const run = sum(j.map((x) => x.run_ms));
+  const held = sum(j.map((x) => x.finished - x.taken));
+  const cpuJobs = sum(j.map((x) => x.cpu_ms)) / 1000;
+  const workerCpu = sum(t.worker_cpu_s);
+  const byWorker = new Map<string, number>();
+  for (const x of j) byWorker.set(x.worker, Math.max(byWorker.get(x.worker) ?? 0, x.finished));
+  const lastAll = Math.max(...j.map((x) => x.finished));
+  const firstTaken = Math.min(...j.map((x) => x.taken));
+  const tail = sum([...byWorker.values()].map((f) => lastAll - f)) + (workers - byWorker.size) * (lastAll - t.t0);
+  return {
+    jobs: j.length,
+    jobs_per_worker: [...new Set(j.map((x) => x.worker))].map((w) => j.filter((x) => x.worker === w).length),
+    median_job_run_ms: median(j.map((x) => x.run_ms)),
+    cores_while_computing: cpuJobs / (run / 1000),
+    cpu_per_job_ms: (cpuJobs * 1000) / j.length,
+    held_minus_run_share: (held - run) / held,
+    median_held_minus_run_ms: median(j.map((x) => x.finished - x.taken - x.run_ms)),
+    sessions_built: sum(j.map((x) => x.sessions)),
+    session_share: sum(j.map((x) => x.session_ms)) / run,
+    open_share: sum(j.map((x) => x.open_ms)) / run,
+    start_share: (firstTaken - t.t0) / (t.t1 - t.t0),
+    tail_share: tail / (workers * (t.t1 - t.t0)),
+    worker_idle_cpu_share: (workerCpu - cpuJobs) / workerCpu,
+    collector_cpu_share: t.collector_cpu_s / workerCpu,
+    collector_fixed_cpu_s: t.collector_fixed_cpu_s,
+    collect_job_ms: t.collect_job_ms,
+    collect_job_cpu_share: t.collect_job_cpu_ms / ((cpuJobs * 1000) / j.length),
+    redis_cpu_share: t.redis_cpu_s / workerCpu,
+    cores_used: (workerCpu + t.collector_cpu_s + t.redis_cpu_s) / ((t.t1 - t.t0) / 1000),
+  };
 }
 
 /**
@@ -160,51 +268,44 @@ async function main(): Promise<void> {
     while (spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() !== 'PONG') await sleep(50);
     const load0 = (await import('node:os')).loadavg()[0]!;
     const local = await build(null, path.join(dir, 'local.db'));
-    const one = await queued(url, 1, path.join(dir, 'one.db'));
-    const two = await queued(url, 2, path.join(dir, 'two.db'));
+    const one = await queued(url, 1, path.join(dir, 'one.db'), redis.pid!);
+    const two = await queued(url, 2, path.join(dir, 'two.db'), redis.pid!);
     // The machine's own ceiling for two processes: two local builds of half the features each, side by side, no queue.
     const m = /^(\d+)-(\d+)$/.exec(FEATURES);
     let pairMs: number | null = null;
+    let pairCpu: number | null = null;
     if (m) {
       const [a, b] = [Number(m[1]), Number(m[2])];
       const mid = Math.floor((a + b + 1) / 2);
       const halves = await Promise.all([build(null, path.join(dir, 'half1.db'), `${a}-${mid - 1}`), build(null, path.join(dir, 'half2.db'), `${mid}-${b}`)]);
       pairMs = Math.max(...halves.map((h) => h.elapsed_ms));
+      pairCpu = halves.reduce((n, h) => n + h.cpu_s, 0);
     }
     const noop = await noopJobsPerSecond(url, 2000, one.result_bytes);
     const load1 = (await import('node:os')).loadavg()[0]!;
-    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-    const jobMs = median(one.run_ms);
-    const idlePerJob = (one.wall_ms - sum(one.run_ms)) / one.jobs;
-    const extraPerJob = (one.wall_ms - local.elapsed_ms) / one.jobs;
+    const s1 = shares(one, 1);
+    const s2 = shares(two, 2);
     const report = {
       model: path.basename(MODEL),
       blocks: BLOCKS,
       features: FEATURES,
-      jobs: one.jobs,
       load_average_1min: [load0, load1],
       local_ms: local.elapsed_ms,
+      local_cores: local.cpu_s / (local.elapsed_ms / 1000),
       one_worker_ms: one.wall_ms,
       two_workers_ms: two.wall_ms,
       throughput_ratio_2x1_vs_1x1: one.wall_ms / two.wall_ms,
       two_local_halves_in_parallel_ms: pairMs,
       machine_ratio_2_processes: pairMs === null ? null : local.elapsed_ms / pairMs,
-      median_job_run_ms_2x1: median(two.run_ms),
-      cores_used_1x1: one.worker_cpu_s / (one.wall_ms / 1000),
-      cores_used_2x1: two.worker_cpu_s / (two.wall_ms / 1000),
-      median_job_run_ms: jobMs,
+      two_local_halves_cores: pairMs === null || pairCpu === null ? null : pairCpu / (pairMs / 1000),
       job_data_bytes: one.data_bytes,
       job_result_bytes: one.result_bytes,
       noop_jobs_per_s_one_redis: noop,
-      median_gap_between_jobs_ms: one.gaps_ms.length ? median(one.gaps_ms) : null,
-      median_held_minus_run_ms: median(one.held_ms.map((h, i) => h - one.run_ms[i]!)),
-      idle_per_job_ms: idlePerJob,
-      idle_per_job_share: idlePerJob / jobMs,
-      extra_over_local_per_job_ms: extraPerJob,
-      extra_over_local_share: extraPerJob / jobMs,
+      ...Object.fromEntries(Object.entries(s1).map(([k, v]) => [`1x1_${k}`, v])),
+      ...Object.fromEntries(Object.entries(s2).map(([k, v]) => [`2x1_${k}`, v])),
     };
     if (flag('json') !== undefined) process.stdout.write(JSON.stringify(report) + '\n');
-    else for (const [k, v] of Object.entries(report)) process.stdout.write(`${k.padEnd(30)} ${Array.isArray(v) ? v.map((x) => x.toFixed(2)).join(' → ') : typeof v === 'number' ? (Number.isInteger(v) ? v : v.toFixed(4)) : String(v)}\n`);
+    else for (const [k, v] of Object.entries(report)) process.stdout.write(`${k.padEnd(30)} ${Array.isArray(v) ? v.map((x) => (Number.isInteger(x) ? x : x.toFixed(2))).join(' , ') : typeof v === 'number' ? (Number.isInteger(v) ? v : v.toFixed(4)) : String(v)}\n`);
   } finally {
     redis.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });

@@ -61,6 +61,11 @@ export interface BuildSummary {
 /** The selection of a direction record: every position; the direction stands for the feature axis. */
 const DIRECTION_SELECT = '[:, :, :]';
 
+/** A pending entry's record selection: `[:, :, f]` for a feature, `[:, :, :]` for the one direction record (`null`). */
+export function recordSelect(f: number | null): string {
+  return f === null ? DIRECTION_SELECT : featureSelect(f);
+}
+
 /** What a sweep needs before any batch runs: the model's identity, the settings hash and, per block range, what is not yet recorded. */
 export interface BuildPlan {
   model: { hash: string; name: string };
@@ -126,7 +131,7 @@ export async function runFeatureBatch(
   runOptions: Record<string, unknown>,
   reference?: ReferenceProvider,
 ): Promise<RunResult[]> {
-  const want = features.map((f) => (f === null ? DIRECTION_SELECT : featureSelect(f)));
+  const want = features.map(recordSelect);
   const select = features[0] === null ? DIRECTION_SELECT : `[:, :, ${features.join(',')}]`;
   const results = await visualizer.visualize({ select, settings, ...(reference ? { reference } : {}) });
   if (results.length !== features.length) throw new Error(`atlas build: ${results.length} runs for ${features.length} selections`);

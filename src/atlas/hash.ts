@@ -100,3 +100,14 @@ export function atlasModelRow(model: LoadedModel, hash: string) {
     vocab_hash: vocabHash(model),
   };
 }
+
+/**
+ * The tokenizer's identity beside the model's: the SHA-256 of the file it was read from, or null when it has no file of
+ * its own (no tokenizer, or one inside the checkpoint, as in a GGUF file, which the model hash already covers). A Hugging
+ * Face folder's tokenizer.json and a llama2.c tokenizer.bin are not model files, so a worker that found another
+ * tokenizer beside the same weights would decode other text without this.
+ */
+export function tokenizerHash(model: LoadedModel, cache?: FileHashCache | Atlas, onHash?: (file: string, bytes: number) => void): string | null {
+  if (!model.tokenizer || !model.tokenizerPath) return null;
+  return fileHash(realpathSync(model.tokenizerPath), cache, onHash);
+}

@@ -7,15 +7,16 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { ModelRunner } from '../engine/runner.js';
 import { UserError } from '../errors.js';
-import { cutWindows, readCorpus, tokenizeStories } from '../features/corpus.js';
+import { cutWindows, readCorpus, tokenizeStories, type Corpus, type Window } from '../features/corpus.js';
 import { quantileGrid, referenceDistributions } from '../features/calibrate.js';
-import { DEFAULT_SCAN, scanCorpus, type ScanProgress } from '../features/scan.js';
+import { DEFAULT_SCAN, scanCorpus, type FeatureScan, type ScanProgress } from '../features/scan.js';
 import { expandSelection } from '../features/selection.js';
 import { DEFAULT_SETTINGS, layout, type VisualizeSettings } from '../features/visualize.js';
 import { hookWidth, type Hook } from '../models/config.js';
 import { atlasModelRow, modelHash, modelName } from './hash.js';
 import { finishedScanFeatures, insertScanFeatures, upsertScan, type StoredCalibration } from './scans.js';
 import type { Atlas } from './store.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 
 export interface ScanRequest {
   atlas: Atlas;
@@ -62,7 +63,29 @@ export function directionHash(d: Float32Array): string {
   return createHash('sha256').update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)).digest('hex');
 }
 
-export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
+/** What a scan needs before any feature runs: checked settings, the corpus's windows and, in the atlas, the scan row and what is not yet stored. */
+export interface ScanPlan {
+  model: { hash: string; name: string };
+  corpus: { name: string; hash: string; stories: number };
+  settingsHash: string;
+  scanId: number;
+  windows: Window[];
+  tokens: number;
+  topk: number;
+  binExamples: number;
+  pending: number[];
+}
+
+/** The windows a scan runs over: each story tokenised on its own, cut into windows of `window` tokens. */
+export function scanWindows(tokenizer: Tokenizer, corpus: Corpus, window: number, maxTokens: number | null, bos: boolean): Window[] {
+  return cutWindows(tokenizeStories(tokenizer, corpus.stories, { bos }), window, maxTokens ?? Infinity);
+}
+
+/**
+ * Check the request, read and cut the corpus, register model, settings and scan in the atlas and list the pending
+ * features: the part a local scan and a queued one (atlas/queue/collector.ts) share.
+ */
+export function planScan(req: Omit<ScanRequest, 'onProgress'>): ScanPlan {
   const { atlas, runner } = req;
   const tokenizer = runner.model.tokenizer;
   if (!tokenizer) throw new UserError(`${runner.model.path}: no tokenizer found (give --tokenizer PATH); a corpus scan tokenises text`);
@@ -75,10 +98,9 @@ export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
   if (!Number.isInteger(req.window) || req.window < 2) throw new UserError(`--window: must be an integer ≥ 2, got ${req.window}`);
   if (req.window > runner.config.maxSeqLen) throw new UserError(`--window: ${req.window} tokens exceed the model's context of ${runner.config.maxSeqLen}`);
   const corpus = readCorpus(req.corpus);
-  const windows = cutWindows(tokenizeStories(tokenizer, corpus.stories, { bos: req.bos }), req.window, req.maxTokens ?? Infinity);
+  const windows = scanWindows(tokenizer, corpus, req.window, req.maxTokens, req.bos);
   const tokens = windows.reduce((n, w) => n + w.ids.length, 0);
 
-  const t0 = performance.now();
   const hash = modelHash(runner.model, atlas, req.onHash);
   const name = modelName(runner.model);
   atlas.upsertModel(atlasModelRow(runner.model, hash));
@@ -99,34 +121,69 @@ export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
   const scanId = upsertScan(atlas, key, { corpus_name: path.basename(corpus.file), windows: windows.length, tokens });
   const done = finishedScanFeatures(atlas, scanId);
   const pending = req.features.filter((f) => !done.has(f));
-  let inserted = 0;
-  if (pending.length) {
-    const calibration = req.calibrateTokens ? await calibrationGrids(req, pending) : undefined;
-    await scanCorpus(
-      runner,
-      tokenizer,
-      windows,
-      { blocks: req.blocks, hook: req.hook, features: pending, direction: req.direction ?? null, batch: req.batch ?? DEFAULT_SCAN.batch, topk, binExamples },
-      (chunk) => (inserted += insertScanFeatures(atlas, scanId, chunk, calibration)),
-      req.onProgress,
-    );
-  }
   return {
-    scan_id: scanId,
     model: { hash, name },
     corpus: { name: path.basename(corpus.file), hash: corpus.hash, stories: corpus.stories.length },
-    settings_hash: settingsHash,
-    windows: windows.length,
+    settingsHash,
+    scanId,
+    windows,
     tokens,
+    topk,
+    binExamples,
+    pending,
+  };
+}
+
+/** What scanning one group of features needs: the scan's settings (a queue worker gets them from its job). */
+export type GroupRequest = Pick<ScanRequest, 'runner' | 'blocks' | 'hook' | 'corpus' | 'direction' | 'batch' | 'calibrateTokens' | 'calibrateBos'> & {
+  topk: number;
+  binExamples: number;
+};
+
+/**
+ * Scan a group of features over every window (and, with calibrateTokens, compute their calibration grids), handing
+ * each finished chunk to `onChunk`: a local scan stores it at once, a queue worker returns the group.
+ */
+export async function scanGroup(
+  req: GroupRequest,
+  windows: Window[],
+  features: number[],
+  onChunk: (chunk: FeatureScan[], calibration: Map<number, StoredCalibration> | undefined) => void,
+  onProgress?: (p: ScanProgress) => void,
+): Promise<void> {
+  if (features.length === 0) return;
+  const calibration = req.calibrateTokens ? await calibrationGrids(req, features) : undefined;
+  await scanCorpus(
+    req.runner,
+    req.runner.model.tokenizer,
+    windows,
+    { blocks: req.blocks, hook: req.hook, features, direction: req.direction ?? null, batch: req.batch ?? DEFAULT_SCAN.batch, topk: req.topk, binExamples: req.binExamples },
+    (chunk) => onChunk(chunk, calibration),
+    onProgress,
+  );
+}
+
+export async function buildScan(req: ScanRequest): Promise<ScanSummary> {
+  const t0 = performance.now();
+  const plan = planScan(req);
+  let inserted = 0;
+  await scanGroup({ ...req, topk: plan.topk, binExamples: plan.binExamples }, plan.windows, plan.pending, (chunk, calibration) => (inserted += insertScanFeatures(req.atlas, plan.scanId, chunk, calibration)), req.onProgress);
+  return {
+    scan_id: plan.scanId,
+    model: plan.model,
+    corpus: plan.corpus,
+    settings_hash: plan.settingsHash,
+    windows: plan.windows.length,
+    tokens: plan.tokens,
     features: req.features.length,
-    skipped: req.features.length - pending.length,
+    skipped: req.features.length - plan.pending.length,
     inserted,
     elapsed_ms: Math.round(performance.now() - t0),
   };
 }
 
-/** Quantile grids of the `[:, :, f]` statistic (calibrate.ts) for the pending features, in one corpus pass. */
-async function calibrationGrids(req: ScanRequest, features: number[]): Promise<Map<number, StoredCalibration>> {
+/** Quantile grids of the `[:, :, f]` statistic (calibrate.ts) for the given features, in one corpus pass. */
+async function calibrationGrids(req: GroupRequest, features: number[]): Promise<Map<number, StoredCalibration>> {
   const T = req.calibrateTokens!;
   const s: VisualizeSettings = {
     ...DEFAULT_SETTINGS,

@@ -1,5 +1,8 @@
 import { formatDuration } from '../atlas/progress.js';
-import { buildScan, expectsBos } from '../atlas/scan-build.js';
+import { buildScan, expectsBos, type ScanRequest } from '../atlas/scan-build.js';
+import { queuedScan, SCAN_JOB_FEATURES } from '../atlas/queue/collector.js';
+import { checkReachable, parseQueueUrl } from '../atlas/queue/connection.js';
+import { formatQueuedFailures } from './queue.js';
 import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { UserError } from '../errors.js';
@@ -15,6 +18,7 @@ export const scanCommand: Command = {
     '--corpus: plain text with stories separated by <|endoftext|> lines, or .jsonl with a "text" field per line.',
     "--calibrate-tokens N: also store each feature's reference distribution for visualize runs [:, :, f] of N tokens (with --bos when --calibrate-bos), read by visualize --scan-db.",
     'Run the same command again to resume: features already stored are skipped.',
+    `--queue: enqueue groups of ${SCAN_JOB_FEATURES} features as jobs for \`llm-features worker\` processes (each scans the whole corpus) and collect them here.`,
   ],
   async run(v) {
     const dbPath = v.need('db');
@@ -29,13 +33,17 @@ export const scanCommand: Command = {
     const direction = directionFile ? readDirectionFile(directionFile) : null;
     const calibrateTokens = v.has('calibrate-tokens') ? v.num('calibrate-tokens') : null;
     if (v.bool('calibrate-bos') && calibrateTokens === null) throw new UserError('--calibrate-bos: only with --calibrate-tokens N');
+    const queueSpec = v.str('queue');
+    const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
+    // Before the atlas is opened: an unreachable queue leaves nothing written.
+    if (queue) await checkReachable(queue);
     const runner = openRunner(v);
     try {
       const atlas = Atlas.open(dbPath);
       const tty = process.stderr.isTTY === true;
       let last = 0;
       try {
-        const summary = await buildScan({
+        const request: ScanRequest = {
           atlas,
           runner,
           blocks,
@@ -52,7 +60,7 @@ export const scanCommand: Command = {
           calibrateTokens,
           calibrateBos: v.bool('calibrate-bos'),
           onProgress: (p) => {
-            const line = `scan: chunk ${p.chunk}/${p.chunks}, ${p.windows}/${p.totalWindows} windows`;
+            const line = queue ? `scan: job ${p.chunk}/${p.chunks} collected` : `scan: chunk ${p.chunk}/${p.chunks}, ${p.windows}/${p.totalWindows} windows`;
             if (tty) process.stderr.write(`\r${line}\x1b[K${p.windows === p.totalWindows && p.chunk === p.chunks ? '\n' : ''}`);
             else if (Date.now() - last >= 10_000 || (p.windows === p.totalWindows && p.chunk === p.chunks)) {
               process.stderr.write(line + '\n');
@@ -60,7 +68,10 @@ export const scanCommand: Command = {
             }
           },
           onHash: (file, bytes) => process.stderr.write(`hashing ${file} (${(bytes / 2 ** 20).toFixed(1)} MiB)…\n`),
-        });
+        };
+        const queued = queue ? await queuedScan({ ...request, queue, tokenizerPath: v.str('tokenizer') }) : null;
+        const summary = queued ?? (await buildScan(request));
+        if (queued) process.stderr.write(formatQueuedFailures(queued, 'scan'));
         if (v.bool('json')) printJson({ db: dbPath, ...summary });
         else {
           process.stdout.write(

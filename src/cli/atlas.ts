@@ -14,7 +14,8 @@ import { blockListAndHook, visualizeSettings } from './settings.js';
 import { scanCommand } from './atlas-scan.js';
 import { listScans } from '../atlas/scans.js';
 import { queuedBuild } from '../atlas/queue/collector.js';
-import { parseQueueUrl } from '../atlas/queue/connection.js';
+import { checkReachable, parseQueueUrl } from '../atlas/queue/connection.js';
+import { readCorpus } from '../features/corpus.js';
 import { formatQueuedFailures } from './queue.js';
 
 /** Progress on stderr: a redrawn bar on a terminal, otherwise a line every 10 s and at the end. */
@@ -58,7 +59,7 @@ const buildCommand: Command = {
   notes: [
     '--blocks 1,1-4,5: one sweep per block range; --features 0-63 or 0,5,9-12: one run [:, :, f] per feature.',
     'Run the same command again to resume: finished records are skipped.',
-    '--queue: enqueue the batches as jobs for `llm-features worker` processes and collect their results here.',
+    '--queue: enqueue the batches as jobs for `llm-features worker` processes and collect their results here (--corpus is computed by the workers, --scan-db applied here).',
     '--map-from A: --features are A\'s; each becomes one --direction record in --model along its image under the ridge map between the embedding tables (for atlas compare --pair vocab).',
   ],
   async run(v) {
@@ -69,11 +70,15 @@ const buildCommand: Command = {
     if (featureSpec !== undefined) parseFeatures(featureSpec);
     const queueSpec = v.str('queue');
     const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
-    if (queue && v.has('direction')) throw new UserError('--direction: not through --queue yet (build direction records locally)');
-    if (queue && (v.has('corpus') || v.has('scan-db'))) throw new UserError('--queue: percentiles (--corpus/--scan-db) are not computed by workers yet');
     const mapFrom = v.str('map-from');
     if (mapFrom !== undefined && featureSpec === undefined) throw new UserError('--map-from: give --features (the source model\'s features to map), not --direction');
     if (mapFrom !== undefined && queue) throw new UserError('--map-from: not through --queue yet (build mapped records locally)');
+    // Before the atlas is opened: an unreachable queue or an unreadable corpus leaves nothing written.
+    if (queue) {
+      await checkReachable(queue);
+      const corpus = v.str('corpus');
+      if (corpus !== undefined) readCorpus(corpus);
+    }
     // The source model is only read (its embedding table); it never runs.
     const source = mapFrom === undefined ? undefined : openSource(mapFrom);
     const runner = openRunner(v);
@@ -112,7 +117,9 @@ const buildCommand: Command = {
           }
           return;
         }
-        const queued = queue ? await queuedBuild({ ...request, queue, tokenizerPath: v.str('tokenizer') }) : null;
+        // Through the queue, --corpus is named in each job and computed by the workers; --scan-db is applied here.
+        const corpus = v.str('corpus');
+        const queued = queue ? await queuedBuild({ ...request, queue, tokenizerPath: v.str('tokenizer'), ...(corpus === undefined ? {} : { corpus }) }) : null;
         const summary = queued ?? (await buildAtlas(request));
         progress.end();
         if (queued) process.stderr.write(formatQueuedFailures(queued));

@@ -1,5 +1,5 @@
 import { cancelQueue, drainQueue, queueStatus, type QueueStatus } from '../atlas/queue/admin.js';
-import type { QueuedBuildSummary } from '../atlas/queue/collector.js';
+import type { QueueSummary } from '../atlas/queue/collector.js';
 import { parseQueueUrl } from '../atlas/queue/connection.js';
 import { formatDuration } from '../atlas/progress.js';
 import { printJson, type Command } from './command.js';
@@ -15,10 +15,11 @@ export function formatStatus(s: QueueStatus): string {
   );
 }
 
-/** The lines `atlas build --queue` adds to its summary: jobs that ended without results. */
-export function formatQueuedFailures(s: QueuedBuildSummary): string {
+/** The lines `atlas build --queue` and `atlas scan --queue` add to their summaries: jobs that ended without results. */
+export function formatQueuedFailures(s: QueueSummary, kind: 'build' | 'scan' = 'build'): string {
   const lines: string[] = [];
-  for (const j of s.failed_jobs) lines.push(`job ${j.id.slice(0, 13)} (blocks ${j.blocks.join('-')}, ${j.features.length} features) failed after ${j.attempts} attempt(s), stored as failed records: ${j.reason}`);
+  const kept = kind === 'build' ? 'stored as failed records' : 'nothing stored (rerun to retry)';
+  for (const j of s.failed_jobs) lines.push(`job ${j.id.slice(0, 13)} (blocks ${j.blocks.join('-')}, ${j.features.length} features) failed after ${j.attempts} attempt(s), ${kept}: ${j.reason}`);
   for (const j of s.refused_jobs) lines.push(`job ${j.id.slice(0, 13)} (blocks ${j.blocks.join('-')}, ${j.features.length} features) refused by the workers after ${j.attempts} attempt(s), nothing stored (rerun to retry): ${j.reason}`);
   if (s.cancelled) lines.push(`${s.cancelled} job(s) were removed from the queue (drain/cancel) before finishing: nothing stored for them`);
   return lines.map((l) => l + '\n').join('');

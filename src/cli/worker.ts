@@ -4,7 +4,7 @@ import type { Command } from './command.js';
 
 export const workerCommand: Command = {
   name: 'worker',
-  summary: 'take atlas build jobs from a Redis queue (BullMQ) and run them; stop with SIGTERM',
+  summary: 'take atlas build and scan jobs from a Redis queue (BullMQ) and run them; stop with SIGTERM',
   notes: ['SIGTERM/SIGINT: finish the jobs in flight, then exit; a second signal abandons them (they are retried elsewhere).'],
   async run(v) {
     const queue = parseQueueUrl(v.need('queue'));

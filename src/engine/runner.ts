@@ -28,6 +28,8 @@ export interface Hidden {
 
 export class ModelRunner {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
+  /** Sessions this runner has built and the wall time that took (graph, weight binding, ORT session creation). */
+  readonly sessionStats = { created: 0, ms: 0 };
   private readonly folder: string;
   private readonly cache: WeightCache;
 
@@ -84,6 +86,7 @@ export class ModelRunner {
   private session(key: string, build: (g: Graph, w: Weights) => void, request?: { range: BlockRange | null; B: number; T: number }): Promise<GraphSession> {
     let s = this.sessions.get(key);
     if (!s) {
+      const t0 = performance.now();
       const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu' });
       const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder, this.model.notDownloaded);
       build(g, binder);
@@ -94,6 +97,13 @@ export class ModelRunner {
       if (request) this.checkMemory(binder.boundNames(), request);
       binder.materialize();
       s = GraphSession.create(g, { ...this.settings, externalFolder: this.folder });
+      s.then(
+        () => {
+          this.sessionStats.created++;
+          this.sessionStats.ms += performance.now() - t0;
+        },
+        () => {},
+      );
       this.sessions.set(key, s);
       // A failed creation must not poison the cache.
       s.catch(() => this.sessions.delete(key));

@@ -10,7 +10,7 @@ import { displayText } from '../tokenizers/display.js';
 import { paramError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { BlockRange } from '../models/block-range.js';
-import type { Hook } from '../models/config.js';
+import type { Hook, ModelConfig } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
@@ -220,6 +220,40 @@ export function layout(s: VisualizeSettings, bosId: number | null): Layout {
   return { T: head.length + s.tokens + s.suffix.length, free, fixed };
 }
 
+/**
+ * A run's last step: every activation as a percentile of its reference (when one is given) and the verdict, which
+ * reads the percentiles. Also applied afterwards to finished results: a queue collector calibrates its workers' runs
+ * against a reference only it holds (calibrateResults).
+ */
+export async function finishRuns(results: RunResult[], runs: SelectionRun[], s: VisualizeSettings, lay: Layout, reference?: ReferenceProvider): Promise<void> {
+  if (reference) {
+    const refs = await reference(runs, s, lay);
+    results.forEach((r, i) => {
+      applyPercentiles(r, refs[i]!);
+      // A percentile is monotonic in the activation, so the starts' spread maps through the reference directly.
+      if (r.stability) r.stability.percentile = { min: refs[i]!.rank(r.stability.decoded.min), max: refs[i]!.rank(r.stability.decoded.max) };
+    });
+  }
+  for (const r of results) {
+    r.percentile ??= null;
+    r.calibration ??= null;
+    r.verdict = verdictOf(r);
+  }
+}
+
+/** The runs of single-run selections (`[:, :, f]`, `[:, :, :]`) under settings, with their layout. */
+export function runsOfSelects(selects: string[], s: VisualizeSettings, bosId: number | null, config: ModelConfig): { runs: SelectionRun[]; lay: Layout } {
+  const lay = layout(s, bosId);
+  const F = hookWidth(config, s.hook);
+  return { runs: selects.map((sel) => expandSelection(sel, lay.T, F)[0]!), lay };
+}
+
+/** finishRuns for results that come without their runs: each is rebuilt from the result's selection. */
+export async function calibrateResults(results: RunResult[], s: VisualizeSettings, bosId: number | null, config: ModelConfig, reference: ReferenceProvider): Promise<void> {
+  const { runs, lay } = runsOfSelects(results.map((r) => r.select), s, bosId, config);
+  await finishRuns(results, runs, s, lay, reference);
+}
+
 export class Visualizer {
   readonly decoder: Decoder;
   readonly normalIds: number[];
@@ -295,21 +329,7 @@ export class Visualizer {
     if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
     const effects = await logitEffects(this.runner, this.tokenizer, s.hook, s.blocks[1], runs.map((r) => selectionVector(r, F, s.objective.direction)));
     results.forEach((r, i) => (r.logit_effects = effects[i]!));
-    if (req.reference) {
-      const refs = await req.reference(runs, s, lay);
-      results.forEach((r, i) => {
-        applyPercentiles(r, refs[i]!);
-        if (r.stability) {
-          const pct = starts[i]!.filter((o) => o.ok && o.decoded !== null && Number.isFinite(o.decoded)).map((o) => refs[i]!.rank(o.decoded!));
-          r.stability.percentile = { min: Math.min(...pct), max: Math.max(...pct) };
-        }
-      });
-    }
-    for (const r of results) {
-      r.percentile ??= null;
-      r.calibration ??= null;
-      r.verdict = verdictOf(r);
-    }
+    await finishRuns(results, runs, s, lay, req.reference);
     return results;
   }
 

@@ -48,7 +48,10 @@ export function loadModel(modelPath: string, opts: LoadOptions = {}): LoadedMode
   assertRegularFile(modelPath, 'checkpoint');
   const format = detectFormat(modelPath);
   const model = format === 'gguf' ? loadGguf(modelPath) : loadLlama2c(modelPath, opts.tokenizer);
-  if (opts.tokenizer && format === 'gguf') model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
+  if (opts.tokenizer && format === 'gguf') {
+    model.tokenizer = readTokenizerFile(opts.tokenizer, model.config.vocabSize);
+    model.tokenizerPath = opts.tokenizer;
+  }
   checkTensors(model);
   checkTokenizerFits(model, opts.tokenizer ?? (format === 'gguf' ? modelPath : model.tokenizerPath));
   return model;

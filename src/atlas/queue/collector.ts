@@ -1,24 +1,49 @@
 /**
- * `atlas build --queue URL`: plan the sweep exactly as a local build does (same model hash, settings hash, pending
- * features, batches), enqueue one job per batch, and collect finished jobs into the atlas, one transaction per job.
+ * `atlas build --queue URL` and `atlas scan --queue URL`: plan the sweep exactly as a local build or scan does (same
+ * model hash, settings hash, pending features), enqueue one job per batch (build) or feature group (scan), and collect
+ * finished jobs into the atlas, one transaction per job.
  *
  * Nothing here holds state that Redis and the atlas do not: killed and rerun, the collector plans the same pending
  * features, derives the same job ids (enqueueing them again adds nothing) and collects whatever finished meanwhile.
  * Inserts are idempotent by record key, so collecting a job twice (or a job another collector also collected) never
  * duplicates a record. Completion events only speed collection up; a periodic poll of every pending job's state is
  * what guarantees it, so a Redis restart (or a missed event) loses nothing.
+ *
+ * References for percentiles: with `--corpus` every worker computes its runs' reference distributions from the corpus
+ * the job names by hash (that is a pass of the model over the corpus, work for the workers); with `--scan-db` the
+ * collector reads the stored grids itself and calibrates each job's results as it stores them (a grid per feature is
+ * 80 KB, more than a job's whole result, and only the machine holding the scan atlas has it).
  */
 import { VERSION } from '../../version.js';
 import path from 'node:path';
 import { Queue, QueueEvents, type Job } from 'bullmq';
-import type { RunResult, VisualizeSettings } from '../../features/visualize.js';
-import { batchesOf, planBuild, type BuildRequest, type BuildSummary } from '../build.js';
-import { featureSelect } from '../settings.js';
+import { readCorpus } from '../../features/corpus.js';
+import { DEFAULT_SCAN } from '../../features/scan.js';
+import { calibrateResults, runsOfSelects, type RunResult, type VisualizeSettings } from '../../features/visualize.js';
+import type { LoadedModel } from '../../models/load.js';
+import { batchesOf, planBuild, recordSelect, type BuildRequest, type BuildSummary } from '../build.js';
+import { tokenizerHash } from '../hash.js';
+import { directionHash, planScan, type ScanRequest, type ScanSummary } from '../scan-build.js';
+import { insertScanFeatures, type StoredCalibration } from '../scans.js';
+import type { Atlas } from '../store.js';
 import { checkReachable, redisClient, type QueueUrl } from './connection.js';
-import { buildJobId, QUEUE_NAME, toWire, type BuildJobData, type JobData, type JobResult, type ModelRef } from './jobs.js';
+import {
+  buildJobId,
+  gridFromWire,
+  QUEUE_NAME,
+  scanJobId,
+  toWire,
+  type BuildJobData,
+  type CorpusRef,
+  type JobData,
+  type JobResult,
+  type ModelRef,
+  type ScanJobData,
+} from './jobs.js';
 import { REFUSED } from './worker.js';
 
-export interface QueuedBuildRequest extends BuildRequest {
+/** How a sweep uses the queue (both commands). */
+export interface QueueOptions {
   queue: QueueUrl;
   /** The tokenizer file the model was opened with, when one was given explicitly (workers open the same). */
   tokenizerPath?: string;
@@ -31,27 +56,40 @@ export interface QueuedBuildRequest extends BuildRequest {
   onEnqueued?: (jobs: number) => void;
 }
 
+export interface QueuedBuildRequest extends BuildRequest, QueueOptions {
+  /**
+   * `--corpus FILE`: the workers compute the reference from this corpus (named in each job by content hash). Any
+   * `reference` (a `--scan-db` one) is instead applied here, to each job's results as they are stored.
+   */
+  corpus?: string;
+}
+
 export interface FailedJob {
   id: string;
   blocks: [number, number];
-  features: number[];
+  /** Features of the job; `null` is a direction record. */
+  features: (number | null)[];
   reason: string;
   attempts: number;
 }
 
-export interface QueuedBuildSummary extends BuildSummary {
+/** What a queued sweep adds to the local summary. */
+export interface QueueSummary {
   jobs: number;
-  /** Jobs that failed in the computation: their selections are stored as failed records. */
+  /** Jobs that failed in the computation: a build stores their selections as failed records, a scan nothing. */
   failed_jobs: FailedJob[];
-  /** Jobs no worker could serve (model file missing or different, another version): nothing stored; a rerun retries. */
+  /** Jobs no worker could serve (a file missing or different, another version): nothing stored; a rerun retries. */
   refused_jobs: FailedJob[];
   /** Jobs removed from the queue (queue drain / cancel) before they finished: nothing stored. */
   cancelled: number;
 }
 
-interface Pending {
+export type QueuedBuildSummary = BuildSummary & QueueSummary;
+export type QueuedScanSummary = ScanSummary & QueueSummary;
+
+export interface Pending<D extends JobData = JobData> {
   id: string;
-  data: BuildJobData;
+  data: D;
 }
 
 export function jobOptions(id: string, attempts: number, backoffMs: number) {
@@ -67,30 +105,62 @@ export async function enqueueJobs(queue: Queue<JobData, JobResult>, jobs: Pendin
   }
 }
 
+/** The model (and tokenizer) as jobs name them: by content hash, with the paths opened here as hints. */
+export function modelRef(model: LoadedModel, id: { hash: string; name: string }, atlas: Atlas, tokenizerPath?: string): ModelRef {
+  return {
+    hash: id.hash,
+    name: id.name,
+    path: path.resolve(model.path),
+    ...(tokenizerPath ? { tokenizer: path.resolve(tokenizerPath) } : {}),
+    tokenizer_hash: tokenizerHash(model, atlas),
+  };
+}
+
+/** A corpus as jobs name it; reading it here also checks it (a bad file is refused before anything is enqueued). */
+export function corpusRef(file: string): CorpusRef {
+  const c = readCorpus(file);
+  return { hash: c.hash, name: c.file, path: path.resolve(file) };
+}
+
 /** The sweep's jobs, one per batch of pending features, in the order a local build runs them. */
 export function sweepJobs(
   model: ModelRef,
   settingsHash: string,
   hook: BuildJobData['hook'],
   settings: Omit<VisualizeSettings, 'blocks' | 'hook'>,
-  plan: { blocks: [number, number]; pending: number[] }[],
-): Pending[] {
+  plan: { blocks: [number, number]; pending: (number | null)[] }[],
+  corpus?: CorpusRef,
+): Pending<BuildJobData>[] {
   const wire = toWire(settings);
-  const out: Pending[] = [];
+  const direction = settings.objective.direction;
+  const extra = { ...(direction ? { direction_hash: directionHash(direction) } : {}), ...(corpus ? { corpus } : {}) };
+  const out: Pending<BuildJobData>[] = [];
   for (const { blocks, pending } of plan) {
     for (const features of batchesOf(pending, settings.batch)) {
-      const data: BuildJobData = { kind: 'build', version: VERSION, model, blocks, hook, features, settings: wire, settings_hash: settingsHash };
+      const data: BuildJobData = { kind: 'build', version: VERSION, model, blocks, hook, features, settings: wire, settings_hash: settingsHash, ...extra };
       out.push({ id: buildJobId(data), data });
     }
   }
   return out;
 }
 
+/**
+ * The order jobs are enqueued in (BullMQ hands them out first in, first out): the costliest first. A job's cost grows
+ * with the depth of its block range (a run of blocks A-B goes forward and back through blocks 1..B) and its number of
+ * selections, so a sweep over blocks 1..32 in plan order would leave the 32-block jobs for last, and every worker but
+ * the one holding the last deep job idle at the end. Longest first, the short jobs fill in at the end instead.
+ * Stable, so jobs of equal cost keep the plan's order. Enqueue order changes nothing else: each job is stored by key.
+ */
+export function longestFirst<D extends JobData>(jobs: Pending<D>[]): Pending<D>[] {
+  const cost = (d: JobData) => d.blocks[1] * d.features.length;
+  return jobs.map((j, i) => ({ j, i })).sort((a, b) => cost(b.j.data) - cost(a.j.data) || a.i - b.i).map(({ j }) => j);
+}
+
 /** A failed record for each selection of a job that failed in the computation (what a local build stores for a NaN). */
 function failedResults(d: BuildJobData, reason: string): RunResult[] {
   return d.features.map((f) => {
     const r: Omit<RunResult, 'cosine_scale'> = {
-      select: featureSelect(f),
+      select: recordSelect(f),
       blocks: d.blocks,
       hook: d.hook,
       settings: {},
@@ -117,43 +187,41 @@ function checkResult(id: string, d: BuildJobData, value: JobResult | undefined):
     throw new Error(`queue: job ${id} returned no or a malformed result`);
   }
   value.results.forEach((r, k) => {
-    if (r.select !== featureSelect(d.features[k]!) || r.blocks[0] !== d.blocks[0] || r.blocks[1] !== d.blocks[1] || r.hook !== d.hook) {
-      throw new Error(`queue: job ${id} run ${k} is ${r.select} of blocks ${r.blocks.join('-')} ${r.hook}, expected ${featureSelect(d.features[k]!)}`);
+    const want = recordSelect(d.features[k]!);
+    if (r.select !== want || r.blocks[0] !== d.blocks[0] || r.blocks[1] !== d.blocks[1] || r.hook !== d.hook) {
+      throw new Error(`queue: job ${id} run ${k} is ${r.select} of blocks ${r.blocks.join('-')} ${r.hook}, expected ${want}`);
     }
   });
   return value.results;
 }
 
-export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildSummary> {
-  await checkReachable(req.queue);
-  const { model: id, settingsHash, plan, total, skipped } = planBuild(req);
-  const model = req.runner.model;
-  const ref: ModelRef = { hash: id.hash, name: id.name, path: path.resolve(model.path), ...(req.tokenizerPath ? { tokenizer: path.resolve(req.tokenizerPath) } : {}) };
-  // Direction sweeps (a `null` pending entry) are refused by the CLI before this; the queue carries feature batches.
-  const features = plan.map((p) => ({ blocks: p.blocks, pending: p.pending.filter((f): f is number => f !== null) }));
-  const jobs = sweepJobs(ref, settingsHash, req.hook, req.settings, features);
-  const attempts = req.attempts ?? 3;
-  const backoffMs = req.backoffMs ?? 1000;
-  const pollMs = req.pollMs ?? 2000;
+interface SweepHandlers<D extends JobData> {
+  /** Store a finished job's result (one transaction). */
+  completed: (p: Pending<D>, value: JobResult | undefined) => Promise<void> | void;
+  /** A job that failed in the computation, after its attempts (refusals are only reported). */
+  failed: (p: Pending<D>, reason: string) => void;
+}
 
-  const connection = redisClient(req.queue);
+/**
+ * Enqueue a sweep's jobs and wait for each to finish, storing it through the handlers: the loop both commands share.
+ * Returns the jobs that failed, those refused, and how many were removed from the queue unfinished.
+ */
+async function runSweep<D extends JobData>(opts: QueueOptions, jobs: Pending<D>[], handlers: SweepHandlers<D>): Promise<QueueSummary> {
+  const attempts = opts.attempts ?? 3;
+  const backoffMs = opts.backoffMs ?? 1000;
+  const pollMs = opts.pollMs ?? 2000;
+  const connection = redisClient(opts.queue);
   const queue = new Queue<JobData, JobResult>(QUEUE_NAME, { connection });
   queue.on('error', () => {});
-  const eventsConnection = redisClient(req.queue);
+  const eventsConnection = redisClient(opts.queue);
   const events = new QueueEvents(QUEUE_NAME, { connection: eventsConnection });
   events.on('error', () => {});
-  const t0 = performance.now();
-  let inserted = 0;
-  let failed = 0;
   let cancelled = 0;
   const failedJobs: FailedJob[] = [];
   const refusedJobs: FailedJob[] = [];
-  const report = (blocks: [number, number]) =>
-    req.onProgress?.({ done: skipped + inserted, total, skipped, inserted, elapsedMs: performance.now() - t0, blocks });
   try {
-    await enqueueJobs(queue, jobs, attempts, backoffMs);
-    req.onEnqueued?.(jobs.length);
-    if (plan.length) report(plan[0]!.blocks);
+    await enqueueJobs(queue, longestFirst(jobs), attempts, backoffMs);
+    opts.onEnqueued?.(jobs.length);
 
     const pending = new Map(jobs.map((j) => [j.id, j]));
     // Finished jobs announce themselves (QueueEvents) and are collected at once; the full poll catches whatever an
@@ -184,11 +252,8 @@ export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildS
         if (state === 'completed') {
           const job = (await queue.getJob(jid)) as Job<JobData, JobResult> | undefined;
           if (!job) continue; // removed between the two calls: seen as unknown next round
-          const results = checkResult(jid, p.data, job.returnvalue);
-          inserted += req.atlas.insertResults(id.hash, settingsHash, results);
-          failed += results.filter((r) => r.status === 'failed').length;
+          await handlers.completed(p, job.returnvalue);
           pending.delete(jid);
-          report(p.data.blocks);
         } else if (state === 'failed') {
           const job = (await queue.getJob(jid)) as Job<JobData, JobResult> | undefined;
           if (!job) continue;
@@ -203,12 +268,9 @@ export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildS
           if (reason.startsWith(REFUSED)) refusedJobs.push(entry);
           else {
             failedJobs.push(entry);
-            const n = req.atlas.insertResults(id.hash, settingsHash, failedResults(p.data, `queue: ${reason}`));
-            inserted += n;
-            failed += n;
+            handlers.failed(p, reason);
           }
           pending.delete(jid);
-          report(p.data.blocks);
         } else if (state === 'unknown' && full) {
           cancelled++;
           pending.delete(jid);
@@ -233,17 +295,125 @@ export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildS
     connection.disconnect();
     eventsConnection.disconnect();
   }
+  return { jobs: jobs.length, failed_jobs: failedJobs, refused_jobs: refusedJobs, cancelled };
+}
+
+export async function queuedBuild(req: QueuedBuildRequest): Promise<QueuedBuildSummary> {
+  await checkReachable(req.queue);
+  const corpus = req.corpus === undefined ? undefined : corpusRef(req.corpus);
+  const { model: id, settingsHash, plan, total, skipped } = planBuild(req);
+  const model = req.runner.model;
+  const bosId = model.tokenizer?.bosId ?? null;
+  const ref = modelRef(model, id, req.atlas, req.tokenizerPath);
+  const settingsOf = (blocks: [number, number]): VisualizeSettings => ({ ...req.settings, blocks, hook: req.hook });
+  const reference = corpus ? undefined : req.reference;
+  // A reference this collector applies is tried on every pending selection first: one that cannot serve them (no
+  // matching scan, another shape) is refused before anything is enqueued, as a local build would stop at its first batch.
+  if (reference) {
+    for (const { blocks, pending } of plan) {
+      if (!pending.length) continue;
+      const s = settingsOf(blocks);
+      const { runs, lay } = runsOfSelects(pending.map(recordSelect), s, bosId, model.config);
+      await reference(runs, s, lay);
+    }
+  }
+  const jobs = sweepJobs(ref, settingsHash, req.hook, req.settings, plan, corpus);
+  const t0 = performance.now();
+  let inserted = 0;
+  let failed = 0;
+  const report = (blocks: [number, number]) =>
+    req.onProgress?.({ done: skipped + inserted, total, skipped, inserted, elapsedMs: performance.now() - t0, blocks });
+  if (plan.length) report(plan[0]!.blocks);
+  const q = await runSweep(req, jobs, {
+    async completed(p, value) {
+      const results = checkResult(p.id, p.data, value);
+      if (reference) await calibrateResults(results, settingsOf(p.data.blocks), bosId, model.config, reference);
+      inserted += req.atlas.insertResults(id.hash, settingsHash, results);
+      failed += results.filter((r) => r.status === 'failed').length;
+      report(p.data.blocks);
+    },
+    failed(p, reason) {
+      const n = req.atlas.insertResults(id.hash, settingsHash, failedResults(p.data, `queue: ${reason}`));
+      inserted += n;
+      failed += n;
+      report(p.data.blocks);
+    },
+  });
+  return { model: id, settings_hash: settingsHash, total, skipped, inserted, failed, elapsed_ms: Math.round(performance.now() - t0), ...q };
+}
+
+/**
+ * Features per scan job. Every job runs the model over the whole corpus once (its features' quantiles need every
+ * window), so more, smaller jobs cost more forward passes in all; a group this size keeps that repeat small next to
+ * the per-feature work (sorting, examples) for the hooks of real models (768–11,008 features: 12–172 jobs per block
+ * range) and is what a local scan keeps in memory at once for a corpus of up to ~2 M tokens.
+ */
+export const SCAN_JOB_FEATURES = 64;
+
+export interface QueuedScanRequest extends ScanRequest, QueueOptions {
+  /** Features per job (default SCAN_JOB_FEATURES). */
+  groupSize?: number;
+}
+
+export async function queuedScan(req: QueuedScanRequest): Promise<QueuedScanSummary> {
+  await checkReachable(req.queue);
+  const t0 = performance.now();
+  const plan = planScan(req);
+  const model = req.runner.model;
+  const ref = modelRef(model, plan.model, req.atlas, req.tokenizerPath);
+  const corpus: CorpusRef = { hash: plan.corpus.hash, name: req.corpus, path: path.resolve(req.corpus) };
+  const direction = req.direction ?? null;
+  const jobs: Pending<ScanJobData>[] = batchesOf(plan.pending, req.groupSize ?? SCAN_JOB_FEATURES).map((features) => {
+    const data: ScanJobData = {
+      kind: 'scan',
+      version: VERSION,
+      model: ref,
+      blocks: req.blocks,
+      hook: req.hook,
+      features,
+      corpus,
+      window: req.window,
+      max_tokens: req.maxTokens,
+      bos: req.bos,
+      ...(direction ? { direction: Array.from(direction), direction_hash: directionHash(direction) } : {}),
+      batch: req.batch ?? DEFAULT_SCAN.batch,
+      topk: plan.topk,
+      bin_examples: plan.binExamples,
+      calibrate_tokens: req.calibrateTokens ?? null,
+      calibrate_bos: req.calibrateBos === true,
+      settings_hash: plan.settingsHash,
+    };
+    return { id: scanJobId(data), data };
+  });
+  let inserted = 0;
+  let done = 0;
+  const W = plan.windows.length;
+  const q = await runSweep(req, jobs, {
+    completed(p, value) {
+      if (!value || value.kind !== 'scan' || !Array.isArray(value.features) || value.features.map((f) => f.feature).join() !== p.data.features.join()) {
+        throw new Error(`queue: job ${p.id} returned no or a malformed scan result`);
+      }
+      const calibration = value.calibration ? new Map<number, StoredCalibration>(value.calibration.map((c) => [c.feature, { grid: gridFromWire(c.grid), windows: c.windows }])) : undefined;
+      if (req.calibrateTokens && value.features.some((f) => !calibration?.has(f.feature))) throw new Error(`queue: job ${p.id} returned no calibration grids`);
+      inserted += insertScanFeatures(req.atlas, plan.scanId, value.features, calibration);
+      req.onProgress?.({ windows: W, totalWindows: W, chunk: ++done, chunks: jobs.length });
+    },
+    // A scan has no failed-feature rows: the features of a failed job stay pending, and a rerun tries them again.
+    failed() {
+      req.onProgress?.({ windows: W, totalWindows: W, chunk: ++done, chunks: jobs.length });
+    },
+  });
   return {
-    model: id,
-    settings_hash: settingsHash,
-    total,
-    skipped,
+    scan_id: plan.scanId,
+    model: plan.model,
+    corpus: plan.corpus,
+    settings_hash: plan.settingsHash,
+    windows: W,
+    tokens: plan.tokens,
+    features: req.features.length,
+    skipped: req.features.length - plan.pending.length,
     inserted,
-    failed,
     elapsed_ms: Math.round(performance.now() - t0),
-    jobs: jobs.length,
-    failed_jobs: failedJobs,
-    refused_jobs: refusedJobs,
-    cancelled,
+    ...q,
   };
 }
