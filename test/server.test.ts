@@ -330,8 +330,11 @@ test('compare: one feature across block ranges and models, pairwise agreement, s
   assert.equal(byIds(1, 2).top1_agreement, 1);
   assert.equal(byIds(1, 2).jaccard, 1);
   assert.equal(byIds(0, 1).top1_agreement, 0);
-  // The fake model has no tokenizer, so its ids are not comparable with the real one's texts.
-  assert.equal(byIds(0, 3).top1_agreement, 0);
+  // The fake model has another width: one feature index is not one direction in both, so the pair gets no agreement
+  // but the reason (as atlas compare refuses it).
+  assert.equal(byIds(0, 3).top1_agreement, null);
+  assert.match(byIds(0, 3).not_pairable, /has width 64, elsewhere\.gguf \(b{12}\) 8: feature 3 is not the same direction in both/);
+  assert.equal(byIds(0, 1).not_pairable, undefined);
   assert.equal(c.consensus.length, 4);
   assert.equal(c.consensus[0].count, 2);
   assert.equal(c.columns[0].positions[0].text !== null, true);

@@ -1143,6 +1143,7 @@ async function comparePage(params) {
           cols.map((/** @type {any} */ b) => {
             if (a.id === b.id) return h('td', { class: 'muted' }, '—');
             const p = pairMap.get(pairKey(a.id, b.id));
+            if (p && p.not_pairable) return h('td', { class: 'muted', title: p.not_pairable }, 'not pairable');
             if (!p || p.top1_agreement === null) return h('td', { class: 'muted' }, 'n/a');
             const td = h('td', { class: 'num', title: `${p.positions} shared free positions` }, `${pct(p.top1_agreement)} / ${num(p.jaccard, 2)}`);
             td.style.backgroundColor = `hsl(140 60% ${Math.round(97 - 40 * p.top1_agreement)}%)`;

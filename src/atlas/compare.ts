@@ -367,6 +367,22 @@ const label = (m: Pick<AtlasModel, 'hash' | 'name'>) => `${m.name} (${m.hash.sli
 const RESIDUAL_HOOKS = new Set(['resid', 'attn_out', 'mlp_out', 'attn']);
 
 /**
+ * Why two different models' features cannot be paired by index, or null when they can: a feature index names the
+ * same direction only in one embedding space (same width and the same embedding table, as a model and its
+ * `random-model --keep-embeddings` control). Also the viewer's compare page asks this.
+ */
+export function indexPairingProblem(ma: AtlasModel, mb: AtlasModel): string | null {
+  if (ma.hash === mb.hash) return null;
+  if (ma.dim !== null && mb.dim !== null && ma.dim !== mb.dim) return `${label(ma)} has width ${ma.dim}, ${label(mb)} ${mb.dim}`;
+  if (ma.embedding_hash === null || mb.embedding_hash === null) {
+    const unknown = ma.embedding_hash === null ? ma : mb;
+    return `the embedding table of ${label(unknown)} is not recorded (added before atlas schema v4; atlas build with it once records it)`;
+  }
+  if (ma.embedding_hash !== mb.embedding_hash) return `${label(ma)} and ${label(mb)} have different embedding tables`;
+  return null;
+}
+
+/**
  * Read both sides, check that the pairing can mean something (see the module comment), and compare. Every refusal is
  * one UserError naming the query or flag.
  */
@@ -434,12 +450,7 @@ export function compareAtlas(atlas: Atlas, a: RecordFilter, b: RecordFilter, pai
   let note: string;
   if (same) note = `by index within one model, ${label(ma)}`;
   else {
-    let problem: string | null = null;
-    if (ma.dim !== null && mb.dim !== null && ma.dim !== mb.dim) problem = `${label(ma)} has width ${ma.dim}, ${label(mb)} ${mb.dim}`;
-    else if (ma.embedding_hash === null || mb.embedding_hash === null) {
-      const unknown = ma.embedding_hash === null ? ma : mb;
-      problem = `the embedding table of ${label(unknown)} is not recorded (added before atlas schema v4; atlas build with it once records it)`;
-    } else if (ma.embedding_hash !== mb.embedding_hash) problem = `${label(ma)} and ${label(mb)} have different embedding tables`;
+    const problem = indexPairingProblem(ma, mb);
     if (problem !== null && pair !== 'index') {
       throw new UserError(
         `pair: ${problem}, so feature indices are not the same directions; use --pair vocab (after atlas build --model ${mb.name} --map-from ${ma.name}), or --pair index to pair by index anyway`,

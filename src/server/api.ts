@@ -8,7 +8,7 @@
  * transaction after AtlasStats.refresh(). The queries are the atlas's (atlas.viewer, src/atlas/viewer-queries.ts):
  * this file decides which to run, never how.
  */
-import { meanJaccard } from '../atlas/compare.js';
+import { indexPairingProblem, meanJaccard } from '../atlas/compare.js';
 import { scanFeatureFor } from '../atlas/scans.js';
 import type { Atlas, AtlasRecord } from '../atlas/store.js';
 import { GRID_SORTS, type GridCell, type GridFilter, type GridSort } from '../atlas/viewer-queries.js';
@@ -460,12 +460,22 @@ export class AtlasApi {
       };
     });
     // Pairwise agreement over the free positions both records have.
-    const pairs: { a: number; b: number; top1_agreement: number | null; jaccard: number | null; positions: number }[] = [];
+    // Across models, one feature index is one direction only within one embedding space (compare.ts); elsewhere the
+    // pair gets no agreement but the reason, as `atlas compare` refuses it.
+    const pairs: { a: number; b: number; top1_agreement: number | null; jaccard: number | null; positions: number; not_pairable?: string }[] = [];
+    const modelRow = (hash: string) => this.atlas.model(hash);
     const keyRows = (c: (typeof columns)[number]) => c.topk.map((row) => row.map((x) => (x.text !== null ? `t:${x.text}` : `i:${c.model.hash}:${x.id}`)));
     for (let i = 0; i < columns.length; i++) {
       for (let j = i + 1; j < columns.length; j++) {
         const a = columns[i]!;
         const b = columns[j]!;
+        const ma = modelRow(a.model.hash);
+        const mb = modelRow(b.model.hash);
+        const problem = ma && mb ? indexPairingProblem(ma, mb) : null;
+        if (problem !== null) {
+          pairs.push({ a: a.id, b: b.id, top1_agreement: null, jaccard: null, positions: 0, not_pairable: `${problem}: feature ${feature} is not the same direction in both (use atlas compare --pair vocab)` });
+          continue;
+        }
         const shared = a.positions.filter((x) => x.free && b.positions[x.position]?.free).map((x) => x.position);
         if (a.status !== 'ok' || b.status !== 'ok' || shared.length === 0) {
           pairs.push({ a: a.id, b: b.id, top1_agreement: null, jaccard: null, positions: 0 });
