@@ -14,10 +14,14 @@ export const corpora = path.resolve(root, '../shared/corpora');
 export const W = process.env.LLMF_EXP_DIR ?? '/tmp/llmf-experiments';
 const entry = path.join(root, 'dist/src/cli/entry.js');
 
+/** Paths in a command or its output as a user beside the checkout sees them. */
+export function relative(text: string): string {
+  return text.replaceAll(models, '../shared/models').replaceAll(corpora, '../shared/corpora').replaceAll(W, '$W');
+}
+
 export function shown(args: string[]): string {
   const q = (a: string) => (/^[\w@%+=:,./$-]+$/.test(a) ? a : `"${a.replace(/(["\\$`])/g, '\\$1')}"`);
-  const rel = (a: string) => a.replaceAll(models, '../shared/models').replaceAll(corpora, '../shared/corpora').replaceAll(W, '$W');
-  return ['llm-features', ...args.map((a) => q(rel(a)))].join(' ');
+  return ['llm-features', ...args.map((a) => q(relative(a)))].join(' ');
 }
 
 export const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);

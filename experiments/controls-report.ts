@@ -36,7 +36,7 @@ export interface ControlsResults {
 }
 
 const f = (x: number | null | undefined, digits = 2) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
-const pct = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `p${x >= 99.995 ? '100' : x.toFixed(1)}`);
+const pct = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `p${x >= 99.995 ? '100' : x.toFixed(x >= 99.95 ? 2 : 1)}`);
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
 const table = (head: string[], rows: (string | number)[][]) => [row(head), row(head.map(() => '---')), ...rows.map(row)].join('\n');
 const code = (s: string) => '`' + s.replace(/`/g, "'") + '`';

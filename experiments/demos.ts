@@ -7,7 +7,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cli, corpora, fillSection, log, models, root, shown, W } from './cli.js';
+import { cli, corpora, fillSection, log, models, relative, root, shown, W } from './cli.js';
 
 export interface Demo { note: string; command: string; output: string }
 
@@ -36,7 +36,7 @@ const DEMOS: [string, string[]][] = [
 ];
 
 export function renderDemos(demos: Demo[]): string {
-  return demos.map((d) => `${d.note}\n\n\`\`\`\n$ ${d.command}\n${d.output.trimEnd()}\n\`\`\``).join('\n\n') + '\n';
+  return demos.map((d) => `${d.note}\n\n\`\`\`\n$ ${d.command}\n${d.output.trim() === '' ? '' : `${d.output.trimEnd()}\n`}\`\`\``).join('\n\n') + '\n';
 }
 
 function render(demos: Demo[]) {
@@ -50,7 +50,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === new URL(import.meta.url
     mkdirSync(W, { recursive: true });
     rmSync(kept, { recursive: true, force: true });
     cli(['random-model', '--like', small, '--out', kept, '--seed', '0', '--keep-embeddings']);
-    const demos = DEMOS.map(([note, args]) => ({ note, command: shown(args), output: cli(args) }));
+    const demos = DEMOS.map(([note, args]) => ({ note, command: shown(args), output: relative(cli(args)) }));
     demos.unshift({ note: 'The kept-embeddings control used below.', command: shown(['random-model', '--like', small, '--out', kept, '--seed', '0', '--keep-embeddings']), output: '' });
     mkdirSync(path.dirname(resultsFile), { recursive: true });
     writeFileSync(resultsFile, JSON.stringify(demos, null, 1) + '\n');

@@ -147,7 +147,7 @@ ${pts.map((p) => `<circle cx="${sx(p.activation).toFixed(1)}" cy="${sy(p.cross_e
 }
 
 const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
-const p = (x: number) => (Number.isFinite(x) ? `p${x >= 99.995 ? '100' : x.toFixed(1)}` : '–');
+const p = (x: number) => (Number.isFinite(x) ? `p${x >= 99.995 ? '100' : x.toFixed(x >= 99.95 ? 2 : 1)}` : '–');
 const percent = (x: number) => `${(100 * x).toFixed(1)} %`;
 
 export function renderRefine(r: RefineResults): string {
@@ -160,7 +160,7 @@ the original recipe, \`--baseline exhaustive\` (every one of the 512 tokens repe
 selected output over the five positions, measured with real tokens except for the continuous optimum.`);
   for (const s of r.sweeps) {
     const rows = Object.keys(labels).map((k) => `| ${labels[k]} | ${(['min', 'q25', 'median', 'q75', 'max'] as const).map((q) => f(s.activation[k]![q])).join(' | ')} | ${(['q25', 'median', 'q75'] as const).map((q) => p(s.percentile[k]![q])).join(' | ')} |`);
-    out.push(`**blocks 1-5, \`${s.hook}\`, features 0–63** (${s.runs} runs, ${s.seconds} s)
+    out.push(`**blocks 1-5, \`${s.hook}\`, features 0–63** (${s.runs} runs, ${s.seconds} s wall time, on 2 cores shared with other work)
 
 \`\`\`sh
 ${s.command}
