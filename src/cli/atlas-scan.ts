@@ -3,6 +3,7 @@ import { buildScan, expectsBos } from '../atlas/scan-build.js';
 import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { UserError } from '../errors.js';
+import { loadSae } from '../features/sae.js';
 import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 import { blocksAndHook } from './settings.js';
@@ -46,6 +47,7 @@ export const scanCommand: Command = {
           maxTokens,
           bos: !v.bool('no-bos') && expectsBos(runner),
           direction,
+          sae: v.has('sae') ? loadSae(v.need('sae')) : null,
           batch: v.num('batch'),
           topk: v.num('topk'),
           binExamples: v.num('bin-examples'),

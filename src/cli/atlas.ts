@@ -5,7 +5,7 @@ import { formatDuration, formatProgress } from '../atlas/progress.js';
 import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { runOptions } from '../features/settings.js';
-import { hookWidth } from '../models/config.js';
+import { featureMapOf, featureWidth } from '../features/sae.js';
 import { openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { UserError } from '../errors.js';
@@ -58,12 +58,13 @@ const buildCommand: Command = {
     const queueSpec = v.str('queue');
     const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
     if (queue && v.has('direction')) throw new UserError('--direction: not through --queue yet (build direction records locally)');
+    if (queue && v.has('sae')) throw new UserError('--sae: not through --queue yet (build SAE records locally)');
     if (queue && (v.has('corpus') || v.has('scan-db'))) throw new UserError('--queue: percentiles (--corpus/--scan-db) are not computed by workers yet');
     const runner = openRunner(v);
     try {
-      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, hookWidth(runner.config, hook));
-      for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
+      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, featureWidth(runner.config, hook, featureMapOf(settings)));
+      for (const b of blocks) runner.checkRange(b);
       const reference = referenceFromFlags(v, runner, dbPath);
       const atlas = Atlas.open(dbPath);
       const progress = progressReporter();
