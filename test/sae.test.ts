@@ -11,9 +11,10 @@ import { objectiveStep } from '../src/features/objective.js';
 import { loadSae, saeFeatureMap, SaeStatsAccumulator } from '../src/features/sae.js';
 import { readSae, type SaeFile } from '../src/formats/sae.js';
 import { loadModel } from '../src/models/load.js';
+import { readCorpus, tokenizeStories } from '../src/features/corpus.js';
 import { uniformStream } from '../src/util/random.js';
 import { cli } from './cli-helpers.js';
-import { modelPath } from './helpers.js';
+import { fixturePath, modelPath } from './helpers.js';
 import { f32Bytes, writeSafetensors } from './st-writer.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'llmf-sae-'));
@@ -292,4 +293,98 @@ test('loadSae reads a folder once per process', () => {
   const h = handMade(D, 3, 9);
   const p = writeSaeLens('cached', baseCfg({}, 3), h, D, 3);
   assert.equal(loadSae(p), loadSae(p));
+});
+
+// ---- end to end over the trained fixture SAE (test/fixtures/sae-stories260K) ----------------------------------
+const FIXTURE = fixturePath('sae-stories260K');
+const MODEL = modelPath('stories260K.bin');
+
+test('visualize --sae: a latent is optimised, and its decoded activation is the latent re-evaluated on the decoded tokens', async () => {
+  const r = cli(['visualize', '--model', MODEL, '--sae', FIXTURE, '--select', '[:, :, 3:5]', '--steps', '40', '--optimizer', 'adam', '--lr', '0.1', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const run = (JSON.parse(r.stdout) as { runs: RunResultLike[] }).runs[0]!;
+  assert.equal(run.status, 'ok');
+  assert.deepEqual(run.blocks, [1, 3]); // from the cfg's hook_name blocks.2.hook_resid_post
+  assert.equal(run.hook, 'resid');
+  const sae = loadSae(FIXTURE);
+  assert.equal(run.settings.sae, sae.hash);
+  assert.deepEqual(run.sae, { hash: sae.hash, path: FIXTURE, architecture: 'topk', d_sae: 512, hook_name: 'blocks.2.hook_resid_post', objective: 'pre' });
+  // Independent re-evaluation: the mean of latents 3 and 4 over all positions of the decoded ids.
+  const post = await runner.hidden([run.ids], [1, 3], 'resid', saeFeatureMap(sae));
+  let s = 0;
+  for (let t = 0; t < run.ids.length; t++) s += post.data[t * 512 + 3]! + post.data[t * 512 + 4]!;
+  const want = s / (2 * run.ids.length);
+  assert.ok(Math.abs(run.activation.decoded! - want) <= 1e-4 * Math.max(1, want), `decoded ${run.activation.decoded} vs ${want}`);
+  // The objective drove the pre-activation up from its random start.
+  assert.ok(run.objective.final! < run.objective.initial!, `${run.objective.initial} → ${run.objective.final}`);
+  // --sae-objective post is recorded; without --sae it is refused.
+  const p = cli(['visualize', '--model', MODEL, '--sae', FIXTURE, '--sae-objective', 'post', '--select', '[:, :, 3]', '--steps', '2', '--json']);
+  assert.equal(p.code, 0, p.stderr);
+  assert.equal((JSON.parse(p.stdout) as { runs: RunResultLike[] }).runs[0]!.settings.sae_objective, 'post');
+  const n = cli(['visualize', '--model', MODEL, '--blocks', '1', '--sae-objective', 'post', '--select', '[:, :, 3]']);
+  assert.equal(n.code, 2);
+  assert.match(n.stderr, /--sae-objective: only with --sae/);
+});
+
+interface RunResultLike {
+  status: string;
+  blocks: number[];
+  hook: string;
+  ids: number[];
+  settings: Record<string, unknown>;
+  sae?: unknown;
+  activation: { decoded: number | null; continuous: number | null };
+  objective: { initial: number | null; final: number | null };
+  refined?: { activation: number; start_activation: number; ids: number[] } | null;
+}
+
+test('--refine gcg on a latent: the refined activation is the latent on the refined ids, never below its start', async () => {
+  const r = cli(['visualize', '--model', MODEL, '--sae', FIXTURE, '--select', '[:, :, 7]', '--steps', '20', '--optimizer', 'adam', '--lr', '0.1', '--tokens', '4',
+    '--refine', 'gcg', '--refine-steps', '3', '--candidates', '16', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const run = (JSON.parse(r.stdout) as { runs: RunResultLike[] }).runs[0]!;
+  const f = run.refined!;
+  assert.ok(f, 'refined');
+  assert.ok(f.activation >= f.start_activation - 1e-6);
+  const post = await runner.hidden([f.ids], [1, 3], 'resid', saeFeatureMap(loadSae(FIXTURE)));
+  let s = 0;
+  for (let t = 0; t < f.ids.length; t++) s += post.data[t * 512 + 7]!;
+  assert.ok(Math.abs(f.activation - s / f.ids.length) <= 1e-4 * Math.max(1, Math.abs(f.activation)), `${f.activation} vs ${s / f.ids.length}`);
+});
+
+test('atlas build and atlas scan over latents; inspect --sae --corpus', async () => {
+  const db = path.join(dir, 'sae-atlas.db');
+  const b = cli(['atlas', 'build', '--model', MODEL, '--db', db, '--sae', FIXTURE, '--features', '0-2', '--steps', '5', '--json']);
+  assert.equal(b.code, 0, b.stderr);
+  const corpus = path.join(dir, 'corpus.txt');
+  writeFileSync(corpus, 'Once upon a time there was a little dog.\n<|endoftext|>\nTom had a red ball. He liked to play.\n');
+  const s = cli(['atlas', 'scan', '--model', MODEL, '--db', db, '--sae', FIXTURE, '--features', '0-2', '--corpus', corpus, '--json']);
+  assert.equal(s.code, 0, s.stderr);
+  const out = cli(['atlas', 'export', '--db', db, '--format', 'json']);
+  assert.equal(out.code, 0, out.stderr);
+  const ex = JSON.parse(out.stdout) as { records: (RunResultLike & { feature: number; blocks: number[] })[]; scans: { settings: Record<string, unknown>; features: { feature: number; tokens: { max: number; count: number } }[] }[] };
+  const sae = loadSae(FIXTURE);
+  assert.deepEqual(ex.records.map((x) => x.feature).sort(), [0, 1, 2]);
+  for (const rec of ex.records) assert.equal(rec.settings.sae, sae.hash);
+  assert.equal(ex.scans.length, 1);
+  assert.equal(ex.scans[0]!.settings.sae, sae.hash);
+  // A scan's per-token maximum of a latent is the latent's maximum computed directly over the same windows.
+  // The windows as a scan cuts them (BOS in front; one window per story here).
+  const stories = tokenizeStories(model.tokenizer!, readCorpus(corpus).stories, { bos: true });
+  for (const f of ex.scans[0]!.features) {
+    let max = -Infinity;
+    for (const ids of stories) {
+      const post = await runner.hidden([ids], [1, 3], 'resid', saeFeatureMap(sae));
+      for (let t = 1; t < ids.length; t++) max = Math.max(max, post.data[t * 512 + f.feature]!);
+    }
+    assert.ok(Math.abs(f.tokens.max - max) <= 1e-4 * Math.max(1, max), `latent ${f.feature}: scan max ${f.tokens.max} vs ${max}`);
+  }
+  const i = cli(['inspect', '--model', MODEL, '--sae', FIXTURE, '--corpus', corpus]);
+  assert.equal(i.code, 0, i.stderr);
+  const j = JSON.parse(i.stdout) as { sae: { k: number; hash: string }; corpus: { l0: number; fvu: number; fve: number; dead_latents: number; tokens: number } };
+  assert.equal(j.sae.hash, sae.hash);
+  assert.equal(j.corpus.tokens, stories.reduce((n, ids) => n + ids.length - 1, 0));
+  assert.ok(j.corpus.l0 > 0 && j.corpus.l0 <= j.sae.k, `L0 ${j.corpus.l0}`);
+  assert.ok(j.corpus.fvu > 0 && j.corpus.fvu < 1 && Math.abs(j.corpus.fve + j.corpus.fvu - 1) < 1e-12);
+  assert.ok(j.corpus.dead_latents > 0 && j.corpus.dead_latents < 512);
 });
