@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """Train a small TopK sparse autoencoder on stories260K's residual stream, and write its float64 references.
 
-  node dist/src/cli/entry.js generate --model ../shared/models/stories260K.bin --samples 600 --seed 1000 \
-      --max-tokens 256 --out /tmp/samples.txt
-  /usr/bin/python3 scripts/train_sae.py /tmp/samples.txt
+  /usr/bin/python3 scripts/train_sae.py test/fixtures/sae-stories260K-train-samples.txt
+
+The committed training text is 120 samples of the model itself, made with
+  node dist/src/cli/entry.js generate --model ../shared/models/stories260K.bin --samples 20 --seed 1000 --max-tokens 200 --out a.txt
+  node dist/src/cli/entry.js generate --model ../shared/models/stories260K.bin --samples 100 --seed 1020 --max-tokens 200 --out b.txt
+and joined (a, then b).
 
 Training data is text the model itself wrote (`generate --samples`), never the TinyStories corpus in
 ../shared/corpora/, which stays held out: the script reports the SAE's L0 and fraction of variance explained
@@ -36,8 +39,8 @@ BLOCKS = 3                 # blocks 1..3: TransformerLens blocks.2.hook_resid_po
 HOOK_NAME = f"blocks.{BLOCKS - 1}.hook_resid_post"
 D_SAE = 512
 K = 8
-STEPS = int(os.environ.get("SAE_STEPS", "6000"))  # override only to try the script quickly
-BATCH = 1024
+STEPS = int(os.environ.get("SAE_STEPS", "1500"))  # override only to try the script quickly
+BATCH = 512
 LR = 1e-3
 SEED = 0
 OUT = os.path.join(ref.FIXTURES, "sae-stories260K")
