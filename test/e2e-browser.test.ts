@@ -442,3 +442,27 @@ test('browser: overview → grid → feature → compare on an atlas built from 
   assert.equal(await exited, 0);
   t.diagnostic(`screenshots in ${SHOTS}`);
 });
+
+test('browser: an SAE atlas — its records are latents, labelled as such on the feature page', async () => {
+  if (!existsSync(CHROME)) assert.fail(`Chromium not found at ${CHROME}: install it (Debian: apt-get install chromium) or set CHROME_PATH to a Chrome/Chromium binary`);
+  const db = path.join(dir, 'sae-atlas.db');
+  const sae = path.join(projectRoot, 'test/fixtures/sae-stories260K');
+  const build = cli(['atlas', 'build', '--model', modelPath('stories260K.bin'), '--db', db, '--sae', sae, '--features', '5-6', '--steps', '10', '--tokens', '4', '--random-draws', '1', '--json']);
+  assert.equal(build.code, 0, build.stderr);
+  const served = await startServe(db);
+  try {
+    browser ??= await chromium.launch({ executablePath: CHROME, args: CHROME_ARGS, headless: true });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const rec = (await apiJson(`${served.url}/api/record/1`)).record;
+    assert.equal(rec.sae.d_sae, 512);
+    await rendered(page, () => page.goto(`${served.url}/#/feature/1`));
+    const title = (await page.locator('h1').textContent()) ?? '';
+    assert.match(title, new RegExp(`^SAE latent ${rec.feature} `));
+    const where = (await page.locator('main p.muted').first().textContent()) ?? '';
+    assert.ok(where.includes(`SAE topk 512 latents (${String(rec.sae.hash).slice(0, 12)})`), where);
+    await page.screenshot({ path: path.join(SHOTS, '6-sae-latent.png'), fullPage: true });
+    await page.close();
+  } finally {
+    served.proc.kill('SIGKILL');
+  }
+});

@@ -155,3 +155,21 @@ test('shape rules reject mismatched operands while building', () => {
   assert.throws(() => G.add(a, b), /do not broadcast/);
   assert.throws(() => G.reshape(a, [5]), /cannot reshape/);
 });
+
+// The SAE gates (greaterMask, topkMask) are step functions with no VJP of their own: gradients flow through what they
+// multiply, so relu(x)·gate checks that the gated product differentiates like the product with a constant mask.
+test('relu via greaterMask: x · [x > 0]', () => checkVjp([[3, 5]], (x) => G.mul(x, G.greaterMask(x, 0)), awayFromZero));
+test('JumpReLU gate: x · [x > θ] with θ an input', () => checkVjp([[2, 4], [4]], (x, th) => G.mul(x, G.greaterMask(x, G.mul(th, 0))), awayFromZero));
+test('TopK gate: x · topkMask(x, 2) along the last axis', () => checkVjp([[3, 6]], (x) => G.mul(x, G.topkMask(x, 2))));
+
+test('topkMask and greaterMask forward values', async () => {
+  const g = new Graph({ float: 'float64' });
+  const x = g.input('x', [2, 4]);
+  g.output(G.topkMask(x, 2), 'top');
+  g.output(G.greaterMask(x, 0.5), 'gt');
+  const s = await GraphSession.create(g);
+  const out = await s.run({ x: Float64Array.from([3, -1, 2, 0.5, 0, 9, 8, 7]) });
+  assert.deepEqual(Array.from(out.top as Float64Array), [1, 0, 1, 0, 0, 1, 1, 0]);
+  assert.deepEqual(Array.from(out.gt as Float64Array), [1, 0, 1, 0, 0, 1, 1, 1]);
+  await s.release();
+});

@@ -101,3 +101,21 @@ for (const [name, fam] of Object.entries(FIXTURES)) {
     check(await effects('mlp', unit(F, 2)), direct(model, fam, gained(model, fam, fam.postMlp?.(layer), column)), 'mlp');
   });
 }
+
+test('logit effects of an SAE latent: its decoder row through the final norm and the head (stories260K, the fixture SAE)', async () => {
+  const { loadSae, decoderRow } = await import('../src/features/sae.js');
+  const { DEFAULT_SETTINGS, Visualizer } = await import('../src/features/visualize.js');
+  const { decoderFor } = await import('../src/features/embeddings.js');
+  const { modelPath } = await import('./helpers.js');
+  const model = loadModel(modelPath('stories260K.bin'));
+  const runner = new ModelRunner(model);
+  runners.push(runner);
+  const sae = loadSae(fixturePath('sae-stories260K'));
+  const vis = new Visualizer(runner, model.tokenizer, decoderFor(model));
+  const fam = FIXTURES['llama-gqa-bf16']!;
+  const [one, two] = await vis.visualize({ select: '[:, :, 3, 5:7]', settings: { ...DEFAULT_SETTINGS, blocks: [1, 3], hook: 'resid', steps: 2, randomDraws: 1, sae } });
+  check(one!.logit_effects!, direct(model, fam, Float64Array.from(decoderRow(sae, 3))), 'latent 3');
+  const sum = Float64Array.from(decoderRow(sae, 5), (x, i) => x + decoderRow(sae, 6)[i]!);
+  check(two!.logit_effects!, direct(model, fam, sum), 'latents 5:7');
+  assert.match(one!.skip!.not_applicable!, /SAE latent/);
+});

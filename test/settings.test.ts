@@ -25,7 +25,7 @@ import { loadModel } from '../src/models/load.js';
 import { ModelRunner } from '../src/engine/runner.js';
 import { decoderFor } from '../src/features/embeddings.js';
 import { cli } from './cli-helpers.js';
-import { modelPath, projectRoot } from './helpers.js';
+import { fixturePath, modelPath, projectRoot } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'llmf-settings-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -36,13 +36,16 @@ const directionFile = path.join(dir, 'dir.json');
 writeFileSync(directionFile, JSON.stringify(Array.from({ length: 64 }, (_, i) => Math.sin(i))));
 
 /** Flag arguments that give a setting a value other than its default (and what it needs to be valid). */
+const saeDir = fixturePath('sae-stories260K');
+
 function nonDefault(s: Setting): string[] {
-  const needs: string[] = s.needs ? [`--${s.needs.flag}`, s.needs.values?.[0] ?? 'gcg'] : [];
+  const needs: string[] = s.needs ? (s.needs.flag === 'sae' ? ['--sae', saeDir] : [`--${s.needs.flag}`, s.needs.values?.[0] ?? 'gcg']) : [];
   const special: Record<string, string[]> = {
     prefix: ['--prefix', 'Once upon'],
     suffix: ['--suffix', ' a time'],
     init: ['--init', 'tokens:The dog'],
     direction: ['--direction', directionFile],
+    sae: ['--sae', saeDir],
     fluency: ['--fluency', '0.5,2'],
     ban: ['--ban', '3,4'],
     refine: ['--refine', 'epo'],
@@ -79,6 +82,9 @@ test('every recorded visualize setting round-trips: flag → settings → record
     // Keep the direction where an atlas would, under its hash, and write it back from there.
     const direction = (first.objective as { direction?: Float32Array }).direction;
     if (direction) vectors.set(vectorHash(direction), directionFile);
+    // An SAE is named by its content hash; a reproduce command gets its folder back the same way.
+    const sae = first.sae as { hash: string } | undefined;
+    if (sae) vectors.set(sae.hash, saeDir);
     const notes: string[] = [];
     const again = recordArgs(record, { tokenizer, vectorFile: (h) => vectors.get(h) ?? null, notes });
     assert.deepEqual(notes, [], `--${s.flag}: ${notes.join('; ')}`);

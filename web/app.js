@@ -698,8 +698,10 @@ async function featurePage(id) {
   const r = data.record;
   const pieces = data.pieces;
   const text = (/** @type {number} */ tid) => pieces[String(tid)] ?? null;
-  const label = r.feature !== null ? `feature ${r.feature}` : r.select;
-  const where = `${r.model.name} · blocks ${blockLabel(r.blocks)} · ${r.hook}`;
+  // An SAE record's feature axis is the SAE's latents (the record's `sae`, issue 21).
+  const sae = r.sae ?? null;
+  const label = r.feature !== null ? `${sae ? 'SAE latent' : 'feature'} ${r.feature}` : r.select;
+  const where = `${r.model.name} · blocks ${blockLabel(r.blocks)} · ${r.hook}${sae ? ` · SAE ${sae.architecture} ${sae.d_sae} latents (${short(sae.hash)})` : ''}`;
   const gridHref = link('/grid', { model: r.model.hash, blocks: blockLabel(r.blocks), hook: r.hook, settings: r.settings_hash, after: r.feature !== null ? Math.max(-1, r.feature - 1) : null });
 
   const compareHref = r.feature !== null ? link('/compare', { feature: r.feature, hook: r.hook, settings: r.settings_hash }) : null;

@@ -11,7 +11,8 @@ import type { ModelRunner } from '../engine/runner.js';
 import type { ReferenceProvider } from '../features/calibrate.js';
 import { settingsRecord, vectorHash } from '../features/settings.js';
 import { Visualizer, type RunResult, type VisualizeSettings } from '../features/visualize.js';
-import { hookWidth, type Hook } from '../models/config.js';
+import type { Hook } from '../models/config.js';
+import { featureMapOf, featureWidth } from '../features/sae.js';
 import { atlasModelRow, modelHash, modelName, vocabHash } from './hash.js';
 import { featureSelect } from './settings.js';
 import type { Atlas } from './store.js';
@@ -85,12 +86,12 @@ export function planBuild(req: Omit<BuildRequest, 'onProgress'>): BuildPlan {
   const model = runner.model;
   // Check everything cheap before hashing the checkpoint or running anything.
   for (const b of req.blocks) runner.checkRange(b);
-  const width = hookWidth(model.config, hook);
+  const width = featureWidth(model.config, hook, featureMapOf(req.settings));
   const direction = req.settings.objective.direction;
   if (direction && req.features.length) throw paramError('features', 'a direction replaces the feature axis: give --direction or --features, not both');
   if (!direction && req.features.length === 0) throw paramError('features', 'no features to sweep');
   for (const f of req.features) {
-    if (!Number.isInteger(f) || f < 0 || f >= width) throw paramError('features', `feature ${f} is outside the ${hook} hook's features 0-${width - 1}`);
+    if (!Number.isInteger(f) || f < 0 || f >= width) throw paramError('features', `feature ${f} is outside ${req.settings.sae ? "the SAE's latents" : `the ${hook} hook's features`} 0-${width - 1}`);
   }
 
   const hash = modelHash(model, atlas, req.onHash);

@@ -12,7 +12,8 @@ import { quantileGrid, referenceDistributions } from '../features/calibrate.js';
 import { DEFAULT_SCAN, scanCorpus, type FeatureScan, type ScanProgress } from '../features/scan.js';
 import { expandSelection } from '../features/selection.js';
 import { DEFAULT_SETTINGS, layout, type VisualizeSettings } from '../features/visualize.js';
-import { hookWidth, type Hook } from '../models/config.js';
+import type { Hook } from '../models/config.js';
+import { featureMapOf, featureWidth, saeFeatureMap, type SaeFile } from '../features/sae.js';
 import { atlasModelRow, modelHash, modelName } from './hash.js';
 import { finishedScanFeatures, insertScanFeatures, upsertScan, type StoredCalibration } from './scans.js';
 import type { Atlas } from './store.js';
@@ -29,6 +30,8 @@ export interface ScanRequest {
   maxTokens: number | null;
   bos: boolean;
   direction?: Float32Array | null;
+  /** An SAE on the hook: scan its latents (recorded in the scan's settings by content hash). */
+  sae?: SaeFile | null;
   batch?: number;
   topk?: number;
   binExamples?: number;
@@ -90,10 +93,10 @@ export function planScan(req: Omit<ScanRequest, 'onProgress'>): ScanPlan {
   const tokenizer = runner.model.tokenizer;
   if (!tokenizer) throw new UserError(`${runner.model.path}: no tokenizer found (give --tokenizer PATH); a corpus scan tokenises text`);
   runner.checkRange(req.blocks);
-  const F = hookWidth(runner.config, req.hook);
+  const F = featureWidth(runner.config, req.hook, req.sae ? saeFeatureMap(req.sae) : undefined);
   const width = req.direction ? 1 : F;
   for (const f of req.features) {
-    if (f >= width) throw new UserError(`--features: feature ${f} is outside ${req.direction ? 'the direction (feature 0)' : `the ${req.hook} hook's features 0-${F - 1}`}`);
+    if (f >= width) throw new UserError(`--features: feature ${f} is outside ${req.direction ? 'the direction (feature 0)' : req.sae ? `the SAE's latents 0-${F - 1}` : `the ${req.hook} hook's features 0-${F - 1}`}`);
   }
   if (!Number.isInteger(req.window) || req.window < 2) throw new UserError(`--window: must be an integer ≥ 2, got ${req.window}`);
   if (req.window > runner.config.maxSeqLen) throw new UserError(`--window: ${req.window} tokens exceed the model's context of ${runner.config.maxSeqLen}`);
@@ -116,6 +119,8 @@ export function planScan(req: Omit<ScanRequest, 'onProgress'>): ScanPlan {
     bin_examples: binExamples,
     calibrate_tokens: req.calibrateTokens ?? null,
     calibrate_bos: req.calibrateTokens ? req.calibrateBos === true : null,
+    // Only when given, so the settings hash of every scan made before SAEs existed is unchanged.
+    ...(req.sae ? { sae: req.sae.hash } : {}),
   });
   const key = { model_hash: hash, blocks: req.blocks, hook: req.hook, corpus_hash: corpus.hash, settings_hash: settingsHash };
   const scanId = upsertScan(atlas, key, { corpus_name: path.basename(corpus.file), windows: windows.length, tokens });
@@ -135,7 +140,7 @@ export function planScan(req: Omit<ScanRequest, 'onProgress'>): ScanPlan {
 }
 
 /** What scanning one group of features needs: the scan's settings (a queue worker gets them from its job). */
-export type GroupRequest = Pick<ScanRequest, 'runner' | 'blocks' | 'hook' | 'corpus' | 'direction' | 'batch' | 'calibrateTokens' | 'calibrateBos'> & {
+export type GroupRequest = Pick<ScanRequest, 'runner' | 'blocks' | 'hook' | 'corpus' | 'direction' | 'sae' | 'batch' | 'calibrateTokens' | 'calibrateBos'> & {
   topk: number;
   binExamples: number;
 };
@@ -157,7 +162,7 @@ export async function scanGroup(
     req.runner,
     req.runner.model.tokenizer,
     windows,
-    { blocks: req.blocks, hook: req.hook, features, direction: req.direction ?? null, batch: req.batch ?? DEFAULT_SCAN.batch, topk: req.topk, binExamples: req.binExamples },
+    { blocks: req.blocks, hook: req.hook, features, direction: req.direction ?? null, sae: req.sae ?? null, batch: req.batch ?? DEFAULT_SCAN.batch, topk: req.topk, binExamples: req.binExamples },
     (chunk) => onChunk(chunk, calibration),
     onProgress,
   );
@@ -192,10 +197,11 @@ async function calibrationGrids(req: GroupRequest, features: number[]): Promise<
     tokens: T,
     bos: req.calibrateBos === true,
     objective: { ...DEFAULT_SETTINGS.objective, ...(req.direction ? { direction: req.direction } : {}) },
+    sae: req.sae ?? null,
   };
   const tokenizer = req.runner.model.tokenizer;
   const lay = layout(s, tokenizer?.bosId ?? null);
-  const F = hookWidth(req.runner.config, req.hook);
+  const F = featureWidth(req.runner.config, req.hook, featureMapOf(s));
   const runs = features.map((f) => expandSelection(`[:, :, ${f}]`, lay.T, F)[0]!);
   const ref = await referenceDistributions(req.runner, tokenizer, runs, s, lay, { file: req.corpus });
   return new Map(features.map((f, i) => [f, { grid: quantileGrid(ref.sorted[i]!), windows: ref.info.windows }]));

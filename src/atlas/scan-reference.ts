@@ -20,7 +20,8 @@ export function scanReference(open: () => Atlas, runner: ModelRunner): Reference
       if (s.prefix.length || s.suffix.length) throw new UserError(`--scan-db: ${file}: stored calibrations have no --prefix/--suffix context; use --corpus FILE`);
       const hash = modelHash(runner.model, atlas);
       const dir = s.objective.direction ? directionHash(s.objective.direction) : null;
-      const want = `blocks ${s.blocks[0]}-${s.blocks[1]}, hook ${s.hook}, --calibrate-tokens ${s.tokens}${s.bos ? ' --calibrate-bos' : ''}${dir ? ', the same --direction' : ''}`;
+      const sae = s.sae?.hash ?? null;
+      const want = `blocks ${s.blocks[0]}-${s.blocks[1]}, hook ${s.hook}, --calibrate-tokens ${s.tokens}${s.bos ? ' --calibrate-bos' : ''}${dir ? ', the same --direction' : ''}${sae ? ', the same --sae' : ''}`;
       const scans = listScans(atlas).filter(
         (x) =>
           x.model_hash === hash &&
@@ -29,7 +30,8 @@ export function scanReference(open: () => Atlas, runner: ModelRunner): Reference
           x.hook === s.hook &&
           x.settings.calibrate_tokens === s.tokens &&
           x.settings.calibrate_bos === s.bos &&
-          (x.settings.direction ?? null) === dir,
+          (x.settings.direction ?? null) === dir &&
+          (x.settings.sae ?? null) === sae,
       );
       if (scans.length === 0) throw new UserError(`--scan-db: ${file} holds no scan of this model with ${want} (make one with atlas scan)`);
       return runs.map((run): Reference => {

@@ -6,6 +6,7 @@ import { formatQueuedFailures } from './queue.js';
 import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { UserError } from '../errors.js';
+import { loadSae } from '../features/sae.js';
 import { openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
 import { blocksAndHook } from './settings.js';
@@ -35,6 +36,7 @@ export const scanCommand: Command = {
     if (v.bool('calibrate-bos') && calibrateTokens === null) throw new UserError('--calibrate-bos: only with --calibrate-tokens N');
     const queueSpec = v.str('queue');
     const queue = queueSpec === undefined ? undefined : parseQueueUrl(queueSpec);
+    if (queue && v.has('sae')) throw new UserError('--sae: not through --queue yet (scan SAE latents locally)');
     // Before the atlas is opened: an unreachable queue leaves nothing written.
     if (queue) await checkReachable(queue);
     const runner = openRunner(v);
@@ -54,6 +56,7 @@ export const scanCommand: Command = {
           maxTokens,
           bos: !v.bool('no-bos') && expectsBos(runner),
           direction,
+          sae: v.has('sae') ? loadSae(v.need('sae')) : null,
           batch: v.num('batch'),
           topk: v.num('topk'),
           binExamples: v.num('bin-examples'),

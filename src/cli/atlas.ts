@@ -6,7 +6,7 @@ import { formatDuration, formatProgress } from '../atlas/progress.js';
 import { parseFeatures } from '../atlas/settings.js';
 import { Atlas } from '../atlas/store.js';
 import { runOptions } from '../features/settings.js';
-import { hookWidth } from '../models/config.js';
+import { featureMapOf, featureWidth } from '../features/sae.js';
 import { openRunner, referenceFromFlags } from './common.js';
 import { printJson, type Command } from './command.js';
 import { UserError } from '../errors.js';
@@ -79,13 +79,14 @@ const buildCommand: Command = {
       const corpus = v.str('corpus');
       if (corpus !== undefined) readCorpus(corpus);
     }
+    if (queue && v.has('sae')) throw new UserError('--sae: not through --queue yet (build SAE records locally)');
     // The source model is only read (its embedding table); it never runs.
     const source = mapFrom === undefined ? undefined : openSource(mapFrom);
     const runner = openRunner(v);
     try {
-      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, source ? source.config.dim : hookWidth(runner.config, hook));
-      for (const b of blocks) runner.checkRange(b);
       const { blocks: _b, hook: _h, ...settings } = visualizeSettings(v, runner.model, blocks[0]!, hook);
+      const features = featureSpec === undefined ? [] : parseFeatures(featureSpec, source ? source.config.dim : featureWidth(runner.config, hook, featureMapOf(settings)));
+      for (const b of blocks) runner.checkRange(b);
       // Before the atlas is opened: a refused map leaves no file behind.
       if (source) checkMappable(source, runner.model, hook, features, settings.objective.direction);
       const reference = referenceFromFlags(v, runner, dbPath);

@@ -2,7 +2,8 @@ import { attribute } from '../features/attribute.js';
 import { decoderFor } from '../features/embeddings.js';
 import { inputIds, openRunner } from './common.js';
 import { printJson, type Command } from './command.js';
-import { blocksAndHook } from './settings.js';
+import { blocksAndHook, commandSettings } from './settings.js';
+import { featureMapOf, type SaeFile, type SaeObjective } from '../features/sae.js';
 
 export const attributeCommand: Command = {
   name: 'attribute',
@@ -12,7 +13,8 @@ export const attributeCommand: Command = {
     const select = v.need('select');
     const runner = openRunner(v);
     const ids = inputIds(v, runner.model);
-    const result = await attribute(runner, decoderFor(runner.model), ids, blocks, hook, select);
+    const map = featureMapOf(commandSettings(v, runner.model) as { sae?: SaeFile; saeObjective?: SaeObjective });
+    const result = await attribute(runner, decoderFor(runner.model), ids, blocks, hook, select, map);
     await runner.close();
     if (v.bool('json')) {
       printJson(result);
@@ -20,7 +22,7 @@ export const attributeCommand: Command = {
     }
     const tok = runner.model.tokenizer;
     const max = Math.max(...result.saliency.map(Math.abs), 1e-30);
-    process.stdout.write(`${result.select} blocks ${blocks[0]}-${blocks[1]} hook ${hook}: activation ${result.activation.toFixed(4)}\n`);
+    process.stdout.write(`${result.select} blocks ${blocks[0]}-${blocks[1]} hook ${hook}${map ? ` SAE latents (${map.width})` : ''}: activation ${result.activation.toFixed(4)}\n`);
     result.ids.forEach((id, t) => {
       const s = result.saliency[t]!;
       const barLen = Math.round((Math.abs(s) / max) * 20);

@@ -3,7 +3,8 @@ import { exhaustiveScores, summarizeExhaustive, type ExhaustiveResult } from '..
 import { DEFAULT_SETTINGS, layout, normalTokenIds } from '../features/visualize.js';
 import { expandSelection } from '../features/selection.js';
 import { parseIdList } from '../features/settings.js';
-import { hookWidth, type Hook } from '../models/config.js';
+import type { Hook } from '../models/config.js';
+import { featureMapOf, featureWidth, type SaeFile } from '../features/sae.js';
 import { openRunner, requireTokenizer } from './common.js';
 import { printJson, type Command } from './command.js';
 import { blocksAndHook, commandSettings } from './settings.js';
@@ -17,6 +18,7 @@ interface BaselineSettings {
   topk: number;
   seed: number;
   batch: number;
+  sae?: SaeFile;
 }
 
 export const baselineCommand: Command = {
@@ -37,10 +39,12 @@ export const baselineCommand: Command = {
     if (lay.T > runner.config.maxSeqLen) throw paramError('tokens', `${lay.T} positions exceed the model's context of ${runner.config.maxSeqLen}`);
     const rank = rankIds !== undefined ? parseIdList(rankIds, 'rankIds') : rankText !== undefined ? requireTokenizer(runner.model).encode(rankText) : [];
     runner.checkIds([rank], rankIds !== undefined ? 'rankIds' : 'rankText');
-    const runs = expandSelection(select, lay.T, hookWidth(runner.config, hook));
+    const map = featureMapOf(s);
+    const runs = expandSelection(select, lay.T, featureWidth(runner.config, hook, map));
     const scores = await exhaustiveScores(runner, runs, {
       blocks,
       hook,
+      map,
       layout: lay,
       objective: { ...DEFAULT_SETTINGS.objective, ...(s.objective.direction ? { direction: s.objective.direction } : {}) },
       seed: s.seed,

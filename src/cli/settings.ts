@@ -10,6 +10,7 @@ import type { Hook } from '../models/config.js';
 import { parseBlockList } from '../models/block-range.js';
 import { resolveBlockListAndHook, resolveBlocksAndHook } from '../models/hooks.js';
 import { UserError } from '../errors.js';
+import { loadSae, saeHookFlag } from '../features/sae.js';
 import type { LoadedModel } from '../models/load.js';
 import type { Values } from './args.js';
 
@@ -30,11 +31,18 @@ export function invertSettings(v: Values, model: LoadedModel, blocks: [number, n
   return s;
 }
 
+/** --hook, or with --sae the hook its cfg names (a Gemma Scope params.npz has none: then --hook). */
+function hookFlag(v: Values): string | undefined {
+  const sae = v.has('sae') ? v.str('sae') : undefined;
+  if (sae === undefined) return v.str('hook');
+  return saeHookFlag(loadSae(sae), v.has('hook') ? v.str('hook') : undefined);
+}
+
 const NEED_BLOCKS = '--blocks: required (or a TransformerLens --hook such as blocks.0.hook_resid_post)';
 
 /** `--blocks A-B` and `--hook` (native or TransformerLens, models/hooks.ts); one of them must name the blocks. */
 export function blocksAndHook(v: Values): { blocks: [number, number]; hook: Hook } {
-  const r = resolveBlocksAndHook(v.str('blocks'), v.str('hook'));
+  const r = resolveBlocksAndHook(v.str('blocks'), hookFlag(v));
   if (!r.blocks) throw new UserError(NEED_BLOCKS);
   return { blocks: r.blocks, hook: r.hook };
 }
@@ -42,7 +50,7 @@ export function blocksAndHook(v: Values): { blocks: [number, number]; hook: Hook
 /** The same for `atlas build`'s list of block ranges. */
 export function blockListAndHook(v: Values): { blocks: [number, number][]; hook: Hook } {
   const list = v.str('blocks');
-  const r = resolveBlockListAndHook(list === undefined ? null : parseBlockList(list), v.str('hook'));
+  const r = resolveBlockListAndHook(list === undefined ? null : parseBlockList(list), hookFlag(v));
   if (!r.blocks) throw new UserError(NEED_BLOCKS);
   return { blocks: r.blocks, hook: r.hook };
 }

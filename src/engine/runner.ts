@@ -19,6 +19,18 @@ import { activationBytes, checkMemory, estimate } from './memory.js';
 import { WeightCache } from './weight-cache.js';
 import { commonAncestor, WeightBinder } from './weights.js';
 
+/**
+ * A map applied in the graph to a hook output [B, T, F] → [B, T, width] (an SAE encoder, src/features/sae.ts): the
+ * feature axis a selection then indexes. `activation` is what is reported; `objective` what an optimiser drives
+ * (they differ for an SAE optimised on its pre-activation). `key` names it in session keys.
+ */
+export interface FeatureMap {
+  key: string;
+  inWidth: number;
+  width: number;
+  build(g: Graph, O: Value): { objective: Value; activation: Value };
+}
+
 export interface Hidden {
   /** [B, T, F] */
   shape: [number, number, number];
@@ -142,17 +154,18 @@ export class ModelRunner {
   }
 
   /** Hook output of block B after applying blocks A..B directly to the token embeddings of `ids` ([B, T]). */
-  async hidden(ids: number[][], range: BlockRange, hook: Hook): Promise<Hidden> {
+  async hidden(ids: number[][], range: BlockRange, hook: Hook, map?: FeatureMap): Promise<Hidden> {
     this.checkRange(range);
     this.checkIds(ids);
     if (!HOOKS.includes(hook)) throw paramError('hook', `unknown hook "${hook}" (expected ${HOOKS.join(', ')})`);
     const [B, T] = [ids.length, ids[0]!.length];
-    const session = await this.session(`hidden|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+    const session = await this.session(`hidden|${B}|${T}|${range.join('-')}|${hook}${map ? `|${map.key}` : ''}`, (g, w) => {
       const x = this.embedIds(g, w, B, T);
-      g.output(runBlocks(g, this.config, w, x, range, hook), 'out');
+      const O = runBlocks(g, this.config, w, x, range, hook);
+      g.output(map ? map.build(g, O).activation : O, 'out');
     }, { range, B, T });
     const out = await session.run({ ids: toInt64(ids) });
-    return { shape: [B, T, hookWidth(this.config, hook)], data: out.out as Float32Array };
+    return { shape: [B, T, map ? map.width : hookWidth(this.config, hook)], data: out.out as Float32Array };
   }
 
   /**
@@ -188,15 +201,16 @@ export class ModelRunner {
   }
 
   /** Hook output for embeddings x [B, T, D] given directly (the decoded-token check and attribution use ids instead). */
-  async hiddenFromEmbeddings(x: Float32Array, range: BlockRange, hook: Hook, shape: { B: number; T: number }): Promise<Hidden> {
+  async hiddenFromEmbeddings(x: Float32Array, range: BlockRange, hook: Hook, shape: { B: number; T: number }, map?: FeatureMap): Promise<Hidden> {
     this.checkRange(range);
     const { B, T } = shape;
-    const session = await this.session(`hiddenEmb|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => {
+    const session = await this.session(`hiddenEmb|${B}|${T}|${range.join('-')}|${hook}${map ? `|${map.key}` : ''}`, (g, w) => {
       const e = g.input('x', [B, T, this.config.dim]);
-      g.output(runBlocks(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(e, this.config, w), range, hook), 'out');
+      const O = runBlocks(g, this.config, w, architectureOf(this.config).inputFromEmbeddings(e, this.config, w), range, hook);
+      g.output(map ? map.build(g, O).activation : O, 'out');
     });
     const out = await session.run({ x });
-    return { shape: [B, T, hookWidth(this.config, hook)], data: out.out as Float32Array };
+    return { shape: [B, T, map ? map.width : hookWidth(this.config, hook)], data: out.out as Float32Array };
   }
 
   /** Full-model logits [B, T, V]. */

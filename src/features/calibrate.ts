@@ -11,6 +11,7 @@
 import type { ModelRunner } from '../engine/runner.js';
 import { UserError } from '../errors.js';
 import { hookWidth } from '../models/config.js';
+import { featureMapOf } from './sae.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { readCorpus, slidingStarts, tokenizeStories } from './corpus.js';
 import { objectiveWeights } from './objective.js';
@@ -80,7 +81,8 @@ export async function referenceDistributions(
   // windows, evenly spread over the corpus) and say so in `sample_every`.
   const every = Math.max(1, Math.ceil((starts.length * Math.max(1, runs.length)) / (source.maxValues ?? MAX_REFERENCE_VALUES)));
   if (every > 1) starts = starts.filter((_, i) => i % every === 0);
-  const F = hookWidth(runner.config, s.hook);
+  const map = featureMapOf(s);
+  const F = map ? map.width : hookWidth(runner.config, s.hook);
   const T = lay.T;
   // Each run's statistic as a sparse dot product over its report weights.
   const sparse = runs.map((run) => {
@@ -106,7 +108,7 @@ export async function referenceDistributions(
       lay.free.forEach((t, j) => (seq[t] = stories[story]![start + j]!));
       return seq;
     });
-    const h = await runner.hidden(ids, s.blocks, s.hook);
+    const h = await runner.hidden(ids, s.blocks, s.hook, map);
     chunk.forEach((_, b) => {
       const base = b * T * F;
       sparse.forEach(({ idx, val }, r) => {

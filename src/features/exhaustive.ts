@@ -13,6 +13,7 @@ import { displayText } from '../tokenizers/display.js';
 import type { ModelRunner } from '../engine/runner.js';
 import type { Hook } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
+import type { FeatureMap } from '../engine/runner.js';
 import type { BlockRange } from '../models/block-range.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, uniformStream } from '../util/random.js';
@@ -31,6 +32,8 @@ export interface ExhaustiveLayout {
 export interface ExhaustiveOptions {
   blocks: BlockRange;
   hook: Hook;
+  /** An SAE's latents as the feature axis (features/sae.ts); absent: the hook's features. */
+  map?: FeatureMap;
   layout: ExhaustiveLayout;
   /** Only the reported activation matters: a direction, or the mean of the selected outputs. */
   objective: ObjectiveSpec;
@@ -66,7 +69,7 @@ export async function exhaustiveScores(runner: ModelRunner, runs: SelectionRun[]
   runner.checkRange(opts.blocks);
   const { T } = opts.layout;
   const V = runner.config.vocabSize;
-  const F = hookWidth(runner.config, opts.hook);
+  const F = opts.map ? opts.map.width : hookWidth(runner.config, opts.hook);
   const B = Math.max(1, Math.min(opts.batch ?? 64, V));
   const reports = runs.map((r) => objectiveWeights(opts.objective, r, T, F).report);
 
@@ -75,7 +78,7 @@ export async function exhaustiveScores(runner: ModelRunner, runs: SelectionRun[]
     const out = which.map(() => new Float64Array(V));
     for (let v0 = 0; v0 < V; v0 += B) {
       const seqs = Array.from({ length: B }, (_, b) => build(Math.min(v0 + b, V - 1)));
-      const { data } = await runner.hidden(seqs, opts.blocks, opts.hook);
+      const { data } = await runner.hidden(seqs, opts.blocks, opts.hook, opts.map);
       for (let b = 0; b < B && v0 + b < V; b++) {
         which.forEach((r, k) => {
           const w = reports[r]!;

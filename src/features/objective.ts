@@ -3,7 +3,7 @@
  * distance to a constant or a weighted sum of the hook output), and every loss graph a search optimises.
  */
 import { paramError } from '../errors.js';
-import type { ModelRunner } from '../engine/runner.js';
+import type { FeatureMap, ModelRunner } from '../engine/runner.js';
 import { grad } from '../graph/autodiff.js';
 import type { Graph } from '../graph/graph.js';
 import { abs, add, div, mul, reduceSum, softmax, sqrt, sub } from '../graph/ops.js';
@@ -89,25 +89,29 @@ export interface ObjectiveResult {
  * `max` and `--direction`), so one graph per shape serves any mix of objectives in a batch. Problems never mix: a NaN
  * in one stays in its own row. Exported so the benchmark profiles exactly the graph the optimiser runs.
  */
-export function buildObjective(g: Graph, cfg: ModelConfig, w: Weights, range: BlockRange, hook: Hook, shape: { B: number; T: number }): void {
+export function buildObjective(g: Graph, cfg: ModelConfig, w: Weights, range: BlockRange, hook: Hook, shape: { B: number; T: number }, map?: FeatureMap): void {
   const { B, T } = shape;
-  const F = hookWidth(cfg, hook);
+  const F = map ? map.width : hookWidth(cfg, hook);
   const x = g.input('x', [B, T, cfg.dim], { grad: true });
-  const O = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, hook);
+  const H = runBlocks(g, cfg, w, architectureOf(cfg).inputFromEmbeddings(x, cfg, w), range, hook);
+  // With a feature map (an SAE), the loss drives its objective side (pre-activation by default) and `act` reports
+  // its activation side (post); without one both are the hook output.
+  const { objective: O, activation: A } = map ? map.build(g, H) : { objective: H, activation: H };
   const l1 = g.input('l1', [B, T, F]);
   const lin = g.input('lin', [B, T, F]);
   const C = g.input('C', [B, 1, 1]);
   const report = g.input('report', [B, T, F]);
   const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
   g.output(loss, 'loss');
-  g.output(reduceSum(mul(report, O), [1, 2]), 'act');
+  g.output(reduceSum(mul(report, A), [1, 2]), 'act');
   g.output(grad(loss, [x])[0]!, 'grad');
 }
 
 /** One evaluation of the objective graph (see buildObjective): loss, activation and gradient per problem. */
-export async function objectiveStep(runner: ModelRunner, range: BlockRange, hook: Hook, feeds: ObjectiveFeeds, shape: { B: number; T: number }): Promise<ObjectiveResult> {
+export async function objectiveStep(runner: ModelRunner, range: BlockRange, hook: Hook, feeds: ObjectiveFeeds, shape: { B: number; T: number }, map?: FeatureMap): Promise<ObjectiveResult> {
   const { B, T } = shape;
-  const out = await runner.runGraph(`objective|${B}|${T}|${range.join('-')}|${hook}`, (g, w) => buildObjective(g, runner.config, w, range, hook, shape), { ...feeds }, { range, B, T });
+  const key = `objective|${B}|${T}|${range.join('-')}|${hook}${map ? `|${map.key}` : ''}`;
+  const out = await runner.runGraph(key, (g, w) => buildObjective(g, runner.config, w, range, hook, shape, map), { ...feeds }, { range, B, T });
   return { loss: out.loss!, act: out.act!, grad: out.grad! };
 }
 

@@ -11,7 +11,8 @@
  */
 import { UserError } from '../errors.js';
 import type { ModelRunner } from '../engine/runner.js';
-import { hookWidth, type Hook } from '../models/config.js';
+import type { Hook } from '../models/config.js';
+import { featureWidth, saeFeatureMap, type SaeFile } from './sae.js';
 import type { BlockRange } from '../models/transformer.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { Window } from './corpus.js';
@@ -23,6 +24,8 @@ export interface ScanSettings {
   /** Feature indices of the hook; with a direction, [0] (the direction's dot product is the one feature). */
   features: number[];
   direction?: Float32Array | null;
+  /** An SAE on the hook (sae.ts): features are its latents' post-activations. */
+  sae?: SaeFile | null;
   /** Windows per forward pass. */
   batch: number;
   /** Top examples kept per feature (and for position 0). */
@@ -125,12 +128,13 @@ export async function scanCorpus(
 ): Promise<void> {
   const cfg = runner.config;
   runner.checkRange(settings.blocks);
-  const F = hookWidth(cfg, settings.hook);
+  const map = settings.sae ? saeFeatureMap(settings.sae) : undefined;
+  const F = featureWidth(cfg, settings.hook, map);
   const dir = settings.direction ?? null;
   if (dir && dir.length !== F) throw new UserError(`--direction: vector has length ${dir.length}, the ${settings.hook} hook has ${F} features`);
   for (const f of settings.features) {
     const width = dir ? 1 : F;
-    if (!Number.isInteger(f) || f < 0 || f >= width) throw new UserError(`--features: feature ${f} is outside ${dir ? 'the direction (feature 0)' : `the ${settings.hook} hook's features 0-${F - 1}`}`);
+    if (!Number.isInteger(f) || f < 0 || f >= width) throw new UserError(`--features: feature ${f} is outside ${dir ? 'the direction (feature 0)' : map ? `the SAE's latents 0-${F - 1}` : `the ${settings.hook} hook's features 0-${F - 1}`}`);
   }
   if (windows.length === 0) throw new UserError('--corpus: no windows to scan');
   const T = Math.max(...windows.map((w) => w.ids.length));
@@ -154,7 +158,7 @@ export async function scanCorpus(
       const w = ws[b] === undefined ? [] : windows[ws[b]!]!.ids;
       return Array.from({ length: T }, (_, t) => w[t] ?? 0);
     });
-    const h = await runner.hidden(ids, settings.blocks, settings.hook);
+    const h = await runner.hidden(ids, settings.blocks, settings.hook, map);
     return feats.map((f) => {
       const out = new Float32Array(B * T);
       for (let i = 0; i < B * T; i++) {

@@ -25,6 +25,7 @@ import type { RefineSettings } from './refine/settings.js';
 import { DECODE_MODES } from './decode.js';
 import { OBJECTIVES } from './objective.js';
 import { REFINE_METHODS } from './refine/methods.js';
+import { loadSae, SAE_OBJECTIVES } from './sae.js';
 
 export const COMMANDS = [
   'inspect',
@@ -183,7 +184,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'blocks', param: 'blocks', kind: 'string', metavar: 'A-B', group: 'selection', scope: 'input', commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'],
     describe: 'blocks A..B applied straight to the embeddings (1-based, inclusive; K = K-K). atlas build: a list, "1,1-4,5". Required unless --hook is a TransformerLens name' },
   { flag: 'hook', param: 'hook', kind: 'string', metavar: 'H', group: 'selection', scope: 'input', default: 'resid',
-    commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan'], per: { forward: { default: undefined } },
+    commands: ['forward', 'visualize', 'attribute', 'baseline', 'invert', 'atlas build', 'atlas scan', 'inspect'], per: { forward: { default: undefined }, inspect: { default: undefined } },
     describe: `which output of block B: ${HOOKS.join(', ')} (see the README's hook table), or a TransformerLens name such as blocks.0.hook_resid_post (implies blocks 1..l+1)` },
   { flag: 'select', param: 'select', kind: 'string', metavar: 'SEL', atFile: true, group: 'selection', scope: 'input', commands: ['visualize', 'attribute', 'baseline'], required: ['visualize', 'attribute', 'baseline'],
     describe: 'the slice of the hook output, "[:, P, F]": a-b = one run each, a:b = one combined objective, (0,3) = a list of positions; @FILE reads it from a file' },
@@ -231,6 +232,23 @@ export const SETTINGS: readonly Setting[] = [
         return ['--direction', 'DIRECTION_FILE'];
       },
     } },
+  { flag: 'sae', param: 'sae', kind: 'path', metavar: 'DIR', group: 'selection', scope: 'recorded', commands: [...VIS, 'attribute', 'baseline', 'atlas scan', 'inspect'],
+    describe: 'a sparse autoencoder (SAELens folder: cfg.json + sae_weights.safetensors; or a Gemma Scope params.npz, with --hook): the feature axis becomes its latents, [:, :, 123] = latent 123; its hook_name sets the hook',
+    toParam: (v) => (v === undefined ? undefined : loadSae(String(v), 'sae')),
+    record: {
+      key: 'sae',
+      encode: (v) => (v && typeof v === 'object' && 'hash' in v ? (v as { hash: string }).hash : undefined),
+      toArgs: (hash, ctx) => {
+        const file = ctx.vectorFile(String(hash));
+        if (file) return ['--sae', file];
+        ctx.notes.push(`the SAE ${String(hash).slice(0, 12)} is not in this atlas; --sae needs the folder it came from`);
+        return ['--sae', 'SAE_DIR'];
+      },
+    } },
+  { flag: 'sae-objective', param: 'saeObjective', kind: 'enum', choices: SAE_OBJECTIVES, default: 'pre', metavar: 'SIDE', group: 'optimisation', scope: 'recorded', commands: [...VIS, 'attribute'],
+    needs: { flag: 'sae' },
+    describe: "optimise the latent's pre-activation (it has a gradient below the threshold / outside the top k, as EPO's SAE variant) or its post-activation; reported activations are always post",
+    record: { key: 'sae_objective' } },
   { flag: 'init', param: 'init', kind: 'string', default: 'randn', metavar: 'INIT', group: 'optimisation', scope: 'recorded', commands: VIS,
     describe: 'the start: randn (N(0, 1)), random-tokens, or tokens:TEXT',
     toParam: (v, ctx) => {
@@ -288,8 +306,8 @@ export const SETTINGS: readonly Setting[] = [
   { flag: 'baseline', param: 'exhaustive', kind: 'enum', choices: ['skip-connection', 'exhaustive'], default: 'skip-connection', metavar: 'KIND', group: 'verification', scope: 'recorded', commands: ['visualize'],
     describe: 'also run the exhaustive single-token baseline (every vocabulary token), or only the skip-connection one',
     toParam: (v) => v === 'exhaustive', record: { key: 'baseline', encode: (v) => (v ? 'exhaustive' : undefined) } },
-  { flag: 'corpus', param: 'corpus', kind: 'path', metavar: 'FILE', group: 'verification', scope: 'input', commands: [...VIS, 'atlas scan'], required: ['atlas scan'],
-    describe: 'real text (stories separated by <|endoftext|> lines, or .jsonl with "text"): visualize/build report every activation as a percentile of the same statistic on its windows; atlas scan scans it' },
+  { flag: 'corpus', param: 'corpus', kind: 'path', metavar: 'FILE', group: 'verification', scope: 'input', commands: [...VIS, 'atlas scan', 'inspect'], required: ['atlas scan'],
+    describe: 'real text (stories separated by <|endoftext|> lines, or .jsonl with "text"): visualize/build report every activation as a percentile of the same statistic on its windows; atlas scan scans it; inspect --sae: L0, FVU and dead latents over it' },
   { flag: 'scan-db', param: 'scanDb', kind: 'path', metavar: 'FILE', group: 'verification', scope: 'input', commands: VIS,
     describe: 'percentiles from a matching atlas scan (atlas scan --calibrate-tokens) instead of --corpus' },
   { flag: 'window', param: 'window', kind: 'int', min: 2, max: 1 << 20, default: 64, metavar: 'N', group: 'selection', scope: 'input', commands: ['atlas scan'],
@@ -619,7 +637,7 @@ export function settingsJsonSchema(table: readonly Setting[] = SETTINGS): Record
   const typeOf = (s: Setting): Record<string, unknown> => {
     if (s.flag === 'prefix' || s.flag === 'suffix' || s.flag === 'ban') return { type: 'array', items: { type: 'integer', minimum: 0 } };
     if (s.flag === 'fluency') return { type: 'array', items: { type: 'number', minimum: 0 } };
-    if (s.flag === 'direction') return { type: 'string', pattern: '^[0-9a-f]{64}$' };
+    if (s.flag === 'direction' || s.flag === 'sae') return { type: 'string', pattern: '^[0-9a-f]{64}$' };
     if (s.flag === 'objective') return { enum: [...(s.choices ?? []), 'direction'] };
     if (s.flag === 'baseline') return { enum: ['exhaustive'] };
     if (s.kind === 'enum') return { enum: [...(s.choices ?? [])] };

@@ -12,6 +12,7 @@ import type { ModelRunner } from '../engine/runner.js';
 import type { BlockRange } from '../models/block-range.js';
 import type { Hook, ModelConfig } from '../models/config.js';
 import { hookWidth } from '../models/config.js';
+import { decoderRow, featureMapOf, featureWidth, type SaeFile, type SaeObjective } from './sae.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { deriveSeed, normalStream, uniformStream } from '../util/random.js';
 import { logitEffects, selectionVector, type LogitEffects } from './logit-effects.js';
@@ -58,6 +59,10 @@ export interface VisualizeSettings {
   exhaustive?: boolean;
   /** Independent starts per selection (stability.ts); absent or 1: one. */
   seeds?: number;
+  /** An SAE on the hook (sae.ts): the feature axis is its latents. Absent or null: the hook's own features. */
+  sae?: SaeFile | null;
+  /** The latent's side the objective drives (reported activations are always post); default pre. */
+  saeObjective?: SaeObjective;
 }
 
 /** The settings table's defaults for visualize (src/features/settings.ts states them; this is their typed view). */
@@ -115,6 +120,8 @@ export interface RunResult {
   error?: string;
   /** The direction vector of a `--direction` objective, kept with the result (the record names it by content hash). */
   direction?: number[];
+  /** With `--sae`: which SAE's latents the selection indexes (the record's settings name it by content hash). */
+  sae?: { hash: string; path: string; architecture: string; d_sae: number; hook_name: string | null; objective: SaeObjective };
   /** Run options and the llm-features version that computed the record (atlas build): provenance, not settings. */
   provenance?: Record<string, unknown>;
   /** Every activation as a percentile of real text (calibrate.ts); null without a reference (--corpus / --scan-db). */
@@ -297,7 +304,7 @@ export class Visualizer {
     if (s.bos && (this.tokenizer?.bosId ?? null) === null) throw paramError('bos', 'the model has no BOS token');
     const lay = layout(s, this.tokenizer?.bosId ?? null);
     if (lay.T > cfg.maxSeqLen) throw paramError('tokens', `${lay.T} positions exceed the model's context of ${cfg.maxSeqLen}`);
-    const F = hookWidth(cfg, s.hook);
+    const F = featureWidth(cfg, s.hook, featureMapOf(s));
     const runs = expandSelection(req.select, lay.T, F, { maxRuns: MAX_VISUALIZE_RUNS, hint: 'sweep features with `atlas build --features A-B` (resumable)' });
     if (s.refine) {
       // Refinement settings and token filters are checked before any optimisation runs.
@@ -327,7 +334,16 @@ export class Visualizer {
     });
     if (s.refine) await this.refineRuns(results, runs, s, lay, F);
     if (s.exhaustive) await this.exhaustiveRuns(results, runs, s, lay);
-    const effects = await logitEffects(this.runner, this.tokenizer, s.hook, s.blocks[1], runs.map((r) => selectionVector(r, F, s.objective.direction)));
+    // A latent writes its decoder row into the hook's space (SAELens's W_dec), so that row is its output direction.
+    const sae = s.sae;
+    const vectorOf = (r: SelectionRun): Float32Array => {
+      if (!sae) return selectionVector(r, F, s.objective.direction);
+      const v = new Float32Array(sae.dIn);
+      const latents = r.features.all ? Array.from({ length: sae.dSae }, (_, i) => i) : r.features.indices;
+      for (const i of latents) decoderRow(sae, i).forEach((x, j) => (v[j]! += x));
+      return v;
+    };
+    const effects = await logitEffects(this.runner, this.tokenizer, s.hook, s.blocks[1], runs.map(vectorOf));
     results.forEach((r, i) => (r.logit_effects = effects[i]!));
     await finishRuns(results, runs, s, lay, req.reference);
     return results;
@@ -342,6 +358,7 @@ export class Visualizer {
       r.refined = await refineActivation(this.runner, this.decoder, this.tokenizer, {
         blocks: s.blocks,
         hook: s.hook,
+        map: featureMapOf(s),
         report: objectiveWeights(s.objective, run, lay.T, F).report,
         start: r.ids,
         // The decode's next rows, as further GCG starts (fixed positions repeat their token in every row).
@@ -356,7 +373,7 @@ export class Visualizer {
   /** The exhaustive baseline for every run, one pass over the vocabulary for all of them. */
   private async exhaustiveRuns(results: RunResult[], runs: SelectionRun[], s: VisualizeSettings, lay: Layout): Promise<void> {
     const t0 = performance.now();
-    const scores = await exhaustiveScores(this.runner, runs, { blocks: s.blocks, hook: s.hook, layout: lay, objective: s.objective, seed: s.seed, contextIds: this.normalIds });
+    const scores = await exhaustiveScores(this.runner, runs, { blocks: s.blocks, hook: s.hook, map: featureMapOf(s), layout: lay, objective: s.objective, seed: s.seed, contextIds: this.normalIds });
     const ms = round((performance.now() - t0) / Math.max(1, runs.length));
     results.forEach((r, i) => {
       // Only optimised positions are ranked: the others keep their random start and are no decode.
@@ -373,6 +390,7 @@ export class Visualizer {
     const runs = problems.map((p) => p.run);
     const D = this.runner.config.dim;
     const shape = { B, T };
+    const map = featureMapOf(s);
     const weights = runs.map((r) => objectiveWeights(s.objective, r, T, F));
     const feeds = {
       x: new Float32Array(B * T * D),
@@ -396,7 +414,7 @@ export class Visualizer {
     let initialLoss: Float32Array | null = null;
     const t0 = performance.now();
     for (let step = 0; step < s.steps; step++) {
-      const res = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape);
+      const res = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape, map);
       if (step === 0) initialLoss = res.loss.slice();
       const lr = learningRate(s, step);
       runs.forEach((_, b) => {
@@ -410,9 +428,10 @@ export class Visualizer {
         for (const t of lay.free) optimizer.update(feeds.x, res.grad, (b * T + t) * D, D, lr, step);
       });
     }
-    const final = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape);
-    // The identity path's part of the same activation, at the same optimised embeddings (skipShare).
-    const skip = s.hook === 'resid' ? await skipPathStep(this.runner, { x: feeds.x, report: feeds.report }, shape) : null;
+    const final = await objectiveStep(this.runner, s.blocks, s.hook, feeds, shape, map);
+    // The identity path's part of the same activation, at the same optimised embeddings (skipShare). An SAE latent is
+    // a nonlinear read of the hook, so it has no such part.
+    const skip = s.hook === 'resid' && !s.sae ? await skipPathStep(this.runner, { x: feeds.x, report: feeds.report }, shape) : null;
     const optimizeMs = performance.now() - t0;
 
     // Decode each run's free positions and rebuild full id sequences.
@@ -481,8 +500,9 @@ export class Visualizer {
           final: ok ? final.loss[b]! + weights[b]!.offset : null,
         },
         baseline: baselines[b] ?? null,
-        skip: skipShare(s.hook, ok, skip?.[b], final.act[b]),
+        skip: s.sae ? { share: null, not_applicable: 'an SAE latent reads the hook through its encoder and nonlinearity: it has no identity path of its own' } : skipShare(s.hook, ok, skip?.[b], final.act[b]),
         ...(s.objective.direction ? { direction: Array.from(s.objective.direction) } : {}),
+        ...(s.sae ? { sae: { hash: s.sae.hash, path: s.sae.path, architecture: s.sae.architecture, d_sae: s.sae.dSae, hook_name: s.sae.hookName, objective: s.saeObjective ?? 'pre' } } : {}),
         refined: null,
         exhaustive: null,
         loss: curves[b]!,
@@ -526,7 +546,7 @@ export class Visualizer {
     const D = this.runner.config.dim;
     const x = new Float32Array(shape.B * shape.T * D);
     seqs.forEach((ids, b) => ids?.forEach((id, t) => x.set(this.decoder.embedding(id), (b * shape.T + t) * D)));
-    const res = await objectiveStep(this.runner, s.blocks, s.hook, { ...feeds, x }, shape);
+    const res = await objectiveStep(this.runner, s.blocks, s.hook, { ...feeds, x }, shape, featureMapOf(s));
     return seqs.map((ids, b) => (ids ? res.act[b]! : null));
   }
 
@@ -540,6 +560,8 @@ export class Visualizer {
     shape: { B: number; T: number },
     top1: (number[] | null)[],
   ): Promise<(Baseline | null)[]> {
+    // An SAE latent is not a unit vector of the residual stream: no model-free decode for it yet.
+    if (s.sae) return runs.map(() => null);
     const D = this.runner.config.dim;
     if (s.hook !== 'resid' || F !== D) return runs.map(() => null);
     const out: (Baseline | null)[] = runs.map((r, b) => {

@@ -34,6 +34,16 @@ export function readDirectionFile(path: string, param = 'direction'): Float32Arr
 }
 
 function parseNpy(bytes: Buffer, fail: (p: string) => never): Float32Array {
+  const { shape, data } = parseNpyArray(bytes, fail);
+  if (shape.length !== 1) fail(`expected a 1-D array, got shape ${pyShape(shape)}`);
+  return data;
+}
+
+/** A shape as Python prints a tuple: (2,) and (2, 3). */
+const pyShape = (shape: number[]) => `(${shape.join(', ')}${shape.length === 1 ? ',' : ''})`;
+
+/** Any C-ordered little-endian f4/f8 .npy array (an SAE's matrices in a Gemma Scope params.npz), as float32. */
+export function parseNpyArray(bytes: Buffer, fail: (p: string) => never): { shape: number[]; data: Float32Array } {
   if (bytes.length < 10 || bytes.subarray(0, 6).toString('latin1') !== MAGIC) fail('not a .npy file (bad magic)');
   const major = bytes[6]!;
   if (major < 1 || major > 3) fail(`unsupported .npy version ${major}`);
@@ -49,16 +59,18 @@ function parseNpy(bytes: Buffer, fail: (p: string) => never): Float32Array {
   if (descr === undefined || fortran === undefined || shapeText === undefined) fail('header has no descr, fortran_order or shape');
   if (fortran === 'True') fail('Fortran-ordered arrays are not supported');
   const dims = shapeText!.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (dims.length !== 1 || !/^\d+$/.test(dims[0]!)) fail(`expected a 1-D array, got shape (${shapeText})`);
-  const n = Number(dims[0]);
+  if (dims.some((d) => !/^\d+$/.test(d))) fail(`unreadable shape (${shapeText})`);
+  const shape = dims.map(Number);
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(n)) fail(`shape (${shapeText}) is too large`);
   const dtype = DTYPES[descr!];
   if (!dtype) fail(`unsupported dtype ${descr} (supported: ${Object.keys(DTYPES).join(', ')})`);
   const need = n * dtype!.bytes;
   const have = bytes.length - start;
-  if (have !== need) fail(`shape (${n},) of ${descr} needs ${need} data bytes, the file has ${have}`);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = dtype!.read(bytes, start + i * dtype!.bytes);
-  return out;
+  if (have !== need) fail(`shape ${pyShape(shape)} of ${descr} needs ${need} data bytes, the file has ${have}`);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = dtype!.read(bytes, start + i * dtype!.bytes);
+  return { shape, data };
 }
 
 function parseJson(bytes: Buffer, fail: (p: string) => never): Float32Array {

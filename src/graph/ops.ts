@@ -63,7 +63,7 @@ function simple(onnxOp: string) {
 export type OpName =
   | 'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'sqrt' | 'tanh' | 'erf' | 'sigmoid' | 'abs' | 'sign'
   | 'matmul' | 'linear' | 'reduceSum' | 'reduceMean' | 'reshape' | 'transpose' | 'expand' | 'softmax'
-  | 'concat' | 'slice' | 'pad' | 'gather';
+  | 'concat' | 'slice' | 'pad' | 'gather' | 'greaterMask' | 'topkMask';
 
 export const OPS: Record<OpName, OpDef> = {
   add: {
@@ -315,6 +315,40 @@ export const OPS: Record<OpName, OpDef> = {
     },
     emit: (g, [data, idx], attrs, out) => g.node('Gather', [data!.name, idx!.name], [out], { axis: { int: (attrs.axis as number | undefined) ?? 0 } }),
   },
+
+  /**
+   * 1 where a > b (broadcast), else 0, in a's float type: the gates of ReLU and JumpReLU (SAELens's strict `>`).
+   * A step function has derivative zero except at the step, so gradients flow only through what it multiplies.
+   */
+  greaterMask: {
+    shape: binaryShape('greaterMask'),
+    emit: (g, [a, b], _attrs, out) => {
+      const gt = g.fresh();
+      g.node('Greater', [a!.name, b!.name], [gt]);
+      g.node('Cast', [gt], [out], { to: { int: a!.dtype === 'float64' ? 11 : 1 } });
+    },
+    zeroGrad: true,
+  },
+  /**
+   * 1 at the k largest entries along the last axis, else 0 (a TopK SAE's selection; ties at the k-th value are all
+   * kept, where torch.topk keeps k of them). Piecewise constant: derivative zero almost everywhere.
+   */
+  topkMask: {
+    shape: ([x], attrs) => {
+      const k = attrs.k as number;
+      if (!Number.isInteger(k) || k < 1 || k > x!.shape[x!.rank - 1]!) throw new Error(`topkMask: k=${k} outside 1-${x!.shape[x!.rank - 1]} for ${x}`);
+      return { shape: [...x!.shape], dtype: floatOf(x!, 'topkMask') };
+    },
+    emit: (g, [x], attrs, out) => {
+      const k = attrs.k as number;
+      const [values, indices, kth, ge] = [g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+      g.node('TopK', [x!.name, g.ints([k]).name], [values, indices], { axis: { int: -1 }, largest: { int: 1 }, sorted: { int: 1 } });
+      g.node('Slice', [values, g.ints([k - 1]).name, g.ints([k]).name, g.ints([-1]).name], [kth]);
+      g.node('GreaterOrEqual', [x!.name, kth], [ge]);
+      g.node('Cast', [ge], [out], { to: { int: x!.dtype === 'float64' ? 11 : 1 } });
+    },
+    zeroGrad: true,
+  },
 };
 
 function reducedShape(x: Value, attrs: Attrs, what: string): number[] {
@@ -371,6 +405,8 @@ export const concat = (xs: Value[], axis: number): Value => xs[0]!.graph.apply('
 export const slice = (x: Value, axis: number, start: number, end: number): Value => x.graph.apply('slice', [x], { axis, start, end });
 export const pad = (x: Value, before: number[], after: number[]): Value => x.graph.apply('pad', [x], { before, after });
 export const gather = (data: Value, indices: Value, axis = 0): Value => data.graph.apply('gather', [data, indices], { axis });
+export const greaterMask = (a: Operand, b: Operand): Value => { const [x, y] = lift(a, b); return x.graph.apply('greaterMask', [x, y]); };
+export const topkMask = (x: Value, k: number): Value => x.graph.apply('topkMask', [x], { k });
 
 /** Swap the last two axes. */
 export function swapLast(x: Value): Value {

@@ -32,7 +32,10 @@ export function reproduceCommand(
   const notes: string[] = [];
   // A direction record keeps its vector (the result's `direction`): the command names a file to write it to.
   const stored = (rec as { direction?: unknown }).direction;
+  // An SAE record keeps the folder it was read from (the result's `sae`): its hash must still name that SAE.
+  const sae = (rec as { sae?: { hash?: unknown; path?: unknown } }).sae;
   const vectorFile = (hash: string) => {
+    if (sae && sae.hash === hash && typeof sae.path === 'string') return sae.path;
     if (!Array.isArray(stored)) return null;
     const file = `direction-${hash.slice(0, 12)}.json`;
     notes.push(`write this record's direction values (its "direction" array, ${stored.length} numbers) to ${file} as a JSON array`);

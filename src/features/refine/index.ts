@@ -33,6 +33,7 @@ import { epo, type ParetoPoint } from './epo.js';
 import { allowedTokens, roundTrips } from './filters.js';
 import { gcg } from './gcg.js';
 import { activationScorer, fluencyModel } from './scorers.js';
+import type { FeatureMap } from '../../engine/runner.js';
 import { key, type SearchOptions } from './search.js';
 import { checkRefineSettings, refineRecord, type RefineMethod, type RefineSettings } from './settings.js';
 
@@ -86,6 +87,8 @@ export interface Refined {
 export interface RefineRequest {
   blocks: BlockRange;
   hook: Hook;
+  /** An SAE's latents as the feature axis (features/sae.ts): scores report its post-activation, gradients drive its objective side. */
+  map?: FeatureMap;
   /** Activation weights over [T × F] (the run's `report` weights). */
   report: Float32Array;
   /** Full starting sequence (fixed context included): the decode. */
@@ -107,7 +110,7 @@ export async function refineActivation(runner: ModelRunner, decoder: Decoder, to
   const text = (ids: number[]) => displayText(tokenizer, ids);
   const accept = s.retokenize ? (ids: number[]) => roundTrips(tokenizer!, ids) : undefined;
   const search: SearchOptions = { free: req.free, steps: s.steps, candidates: s.candidates, swapTopk: s.swapTopk, seed: s.seed, allowed, accept };
-  const act = activationScorer(runner, decoder, { blocks: req.blocks, hook: req.hook, report: req.report, T, batch: s.candidates, gradBatch: s.method === 'epo' ? s.population : 1 });
+  const act = activationScorer(runner, decoder, { blocks: req.blocks, hook: req.hook, map: req.map, report: req.report, T, batch: s.candidates, gradBatch: s.method === 'epo' ? s.population : 1 });
   const flu = fluencyModel(runner, decoder, { bosId: tokenizer?.bosId ?? null, T, batch: s.candidates, gradBatch: s.population });
   const finite = (x: number) => (Number.isFinite(x) ? x : null);
   const common = { settings: refineRecord(s) };

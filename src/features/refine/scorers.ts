@@ -2,6 +2,7 @@
 import type { ModelRunner } from '../../engine/runner.js';
 import type { Hook } from '../../models/config.js';
 import { hookWidth } from '../../models/config.js';
+import type { FeatureMap } from '../../engine/runner.js';
 import type { BlockRange } from '../../models/transformer.js';
 import type { Decoder } from '../decode.js';
 import { fluencyStep, objectiveStep } from '../objective.js';
@@ -36,17 +37,17 @@ async function inChunks<T>(seqs: number[][], B: number, f: (chunk: number[][]) =
 export function activationScorer(
   runner: ModelRunner,
   decoder: Decoder,
-  opts: { blocks: BlockRange; hook: Hook; report: Float32Array; T: number; batch: number; gradBatch?: number },
+  opts: { blocks: BlockRange; hook: Hook; map?: FeatureMap; report: Float32Array; T: number; batch: number; gradBatch?: number },
 ): Scorer {
-  const { T, report, blocks, hook } = opts;
+  const { T, report, blocks, hook, map } = opts;
   const D = runner.config.dim;
-  const F = hookWidth(runner.config, hook);
+  const F = map ? map.width : hookWidth(runner.config, hook);
   if (report.length !== T * F) throw new Error(`activationScorer: report has ${report.length} weights, expected ${T * F}`);
   const gradBatch = opts.gradBatch ?? 1;
   return {
     async score(seqs) {
       const rows = await inChunks(seqs, opts.batch, async (chunk) => {
-        const { data } = await runner.hidden(chunk, blocks, hook);
+        const { data } = await runner.hidden(chunk, blocks, hook, map);
         return chunk.map((_, b) => dot(report, data, b * T * F));
       });
       return Float64Array.from(rows);
@@ -58,7 +59,7 @@ export function activationScorer(
         chunk.forEach((ids, b) => ids.forEach((id, t) => x.set(decoder.embedding(id), (b * T + t) * D)));
         const lin = new Float32Array(B * T * F);
         for (let b = 0; b < B; b++) lin.set(report, b * T * F);
-        const res = await objectiveStep(runner, blocks, hook, { x, l1: new Float32Array(B * T * F), lin, C: new Float32Array(B), report: lin }, { B, T });
+        const res = await objectiveStep(runner, blocks, hook, { x, l1: new Float32Array(B * T * F), lin, C: new Float32Array(B), report: lin }, { B, T }, map);
         // loss = −activation, so the activation's gradient is the negated loss gradient.
         return chunk.map((_, b) => Float32Array.from(res.grad.subarray(b * T * D, (b + 1) * T * D), (g) => -g));
       });
