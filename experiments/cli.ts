@@ -16,7 +16,7 @@ const entry = path.join(root, 'dist/src/cli/entry.js');
 
 /** Paths in a command or its output as a user beside the checkout sees them. */
 export function relative(text: string): string {
-  return text.replaceAll(models, '../shared/models').replaceAll(corpora, '../shared/corpora').replaceAll(W, '$W');
+  return text.replaceAll(`${root}/`, '').replaceAll(models, '../shared/models').replaceAll(corpora, '../shared/corpora').replaceAll(W, '$W');
 }
 
 export function shown(args: string[]): string {

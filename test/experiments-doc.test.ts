@@ -1,6 +1,6 @@
 /**
  * EXPERIMENTS.md's generated sections equal what the experiment scripts render from their committed results, so no
- * number in them is typed by hand (regenerate: node dist/experiments/{demos,refine,controls}.js).
+ * number in them is typed by hand (regenerate: node dist/experiments/{demos,refine,sae,controls}.js).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { fillSection } from '../experiments/cli.js';
 import { renderControls, type ControlsResults } from '../experiments/controls-report.js';
 import { renderDemos, type Demo } from '../experiments/demos.js';
 import { renderRefine, type RefineResults } from '../experiments/refine.js';
+import { renderSae, type SaeResults } from '../experiments/sae.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const doc = readFileSync(path.join(root, 'EXPERIMENTS.md'), 'utf8');
@@ -21,6 +22,10 @@ test('EXPERIMENTS.md: the demonstrations are the committed outputs of experiment
 
 test('EXPERIMENTS.md: the refinement section is rendered from experiments/results/refine.json', () => {
   assert.equal(fillSection(doc, 'refine', renderRefine(results('refine.json') as RefineResults), 'EXPERIMENTS.md'), doc);
+});
+
+test('EXPERIMENTS.md: the SAE section is rendered from experiments/results/sae.json', () => {
+  assert.equal(fillSection(doc, 'sae', renderSae(results('sae.json') as SaeResults), 'EXPERIMENTS.md'), doc);
 });
 
 test('EXPERIMENTS.md: the controls section and the closing table are rendered from experiments/results/controls.json', () => {
