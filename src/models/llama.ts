@@ -306,6 +306,22 @@ function tensors(c: ModelConfig): TensorSpec[] {
   return out;
 }
 
+/**
+ * What every family stored under llama's GGUF-style names with a tied-or-`output.weight` RMSNorm head shares (Llama,
+ * Qwen3, OLMo-2): the embedding, the head and the directions logit effects read. A family spreads it and overrides
+ * what differs.
+ */
+export const llamaLikeIo = {
+  hooks: HOOKS,
+  embeddingTable: 'token_embd.weight',
+  embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
+  inputFromEmbeddings: (e) => e,
+  head: (x, cfg, w) => llamaHead(x, w.get, cfg),
+  mlpDown: (a, layer, _cfg, w) => llamaMlpDown(a, layer, w.get),
+  // RMSNorm(x) = g ⊙ x / rms(x): for a direction, the gain g; the positive 1/rms(x) scales every logit alike.
+  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
+} satisfies Partial<ArchitectureSpec>;
+
 export const llamaSpec: ArchitectureSpec = {
   family: 'llama',
   expectsBos: true,
@@ -316,18 +332,11 @@ export const llamaSpec: ArchitectureSpec = {
   fromGguf,
   toHfConfig,
   tensors,
-  hooks: HOOKS,
-  embeddingTable: 'token_embd.weight',
+  ...llamaLikeIo,
   blocks(g, cfg, length) {
     const ctx = llamaContext(g, cfg, length);
     return (x, layer, w, upTo) => llamaBlock(x, layer, w.get, w.optional, ctx, upTo);
   },
-  embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
-  head: (x, cfg, w) => llamaHead(x, w.get, cfg),
-  mlpDown: (a, layer, _cfg, w) => llamaMlpDown(a, layer, w.get),
-  // RMSNorm(x) = g ⊙ x / rms(x): for a direction, the gain g; the positive 1/rms(x) scales every logit alike.
-  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
 };
 
 /** `llama.block_count`, bounded by the tensors stored: a bogus 2^32 must not drive per-layer loops. */

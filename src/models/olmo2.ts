@@ -8,13 +8,13 @@
  * `mlp` is the down projection's input, `mlp_out` the down projection after post_feedforward_layernorm.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, linear, mul, silu } from '../graph/ops.js';
+import { add, linear, mul, silu } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
-import { HOOKS, type Hook, type ModelConfig } from './config.js';
+import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaDirectionLogits, llamaHead, llamaLikeConfig, llamaMlpDown, llamaLikeIgnore, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -103,17 +103,12 @@ export const olmo2Spec: ArchitectureSpec = {
   fromHfConfig,
   toHfConfig,
   tensors,
-  hooks: HOOKS,
-  embeddingTable: 'token_embd.weight',
+  ...llamaLikeIo,
   blocks(g: Graph, cfg, length) {
     const ctx = llamaContext(g, cfg, length);
     return (x, layer, w, upTo) => olmo2Block(x, layer, w.get, ctx, upTo);
   },
-  embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
-  head: (x, cfg, w) => llamaHead(x, w.get, cfg),
   // Both branches are normed before the residual add: their directions go through those norms' gains.
   mlpDown: (a, layer, _cfg, w) => mul(llamaMlpDown(a, layer, w.get), w.get(`blk.${layer}.post_ffw_norm.weight`)),
   attnDirection: (v, layer, _cfg, w) => mul(v, w.get(`blk.${layer}.post_attention_norm.weight`)),
-  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
 };

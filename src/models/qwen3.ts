@@ -6,13 +6,13 @@
  * Hooks as in Llama: no branch-output norms, so `attn` = `attn_out` and `mlp_out` is the down projection.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, linear, mul, silu } from '../graph/ops.js';
+import { add, linear, mul, silu } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
-import { HOOKS, type Hook, type ModelConfig } from './config.js';
+import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaDirectionLogits, llamaHead, llamaLikeConfig, llamaMlpDown, llamaLikeIgnore, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function qwen3Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -107,15 +107,9 @@ export const qwen3Spec: ArchitectureSpec = {
   fromHfConfig,
   toHfConfig,
   tensors,
-  hooks: HOOKS,
-  embeddingTable: 'token_embd.weight',
+  ...llamaLikeIo,
   blocks(g: Graph, cfg, length) {
     const ctx = llamaContext(g, cfg, length);
     return (x, layer, w, upTo) => qwen3Block(x, layer, w.get, ctx, upTo);
   },
-  embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
-  head: (x, cfg, w) => llamaHead(x, w.get, cfg),
-  mlpDown: (a, layer, _cfg, w) => llamaMlpDown(a, layer, w.get),
-  directionLogits: (v, cfg, w) => llamaDirectionLogits(v, w.get, cfg),
 };
