@@ -49,7 +49,7 @@ export function renderControls(r: ControlsResults): string {
   const out: string[] = [];
   const models = ['stories260K', 'stories260K-untrained', 'stories260K-kept-embeddings', 'stories-d128-L4', 'stories-d128-L4-untrained', 'stories-d128-L4-kept-embeddings'];
 
-  out.push(`Everything in this section is produced by \`node dist/experiments/controls.js\` (about 15 minutes on this
+  out.push(`Everything in this section is produced by \`node dist/experiments/controls.js\` (about 35 minutes on this
 machine) from the CLI's \`--json\` outputs, stored with the commands in \`experiments/results/controls.json\` and
 rendered into this document by \`experiments/controls-report.ts\` (a test checks that the two agree). \`$W\` is a scratch
 folder. Sweeps: features ${r.settings.features} of the hook, one run \`[:, :, f]\` each, the original recipe (defaults),

@@ -4,13 +4,16 @@
  *
  *   node dist/experiments/controls.js            # runs every command, writes experiments/results/controls.json
  *   node dist/experiments/controls.js --render   # only re-renders EXPERIMENTS.md's generated section from that file
+ *   node dist/experiments/controls.js --resume   # keeps $W: builds resume (finished records are skipped), summaries and
+ *                                                # comparisons are redone, selections and input recovery are taken
+ *                                                # from the existing results file
  *
  * Every number comes from the llm-features CLI (`--json` outputs), and each is stored beside the command that produced
  * it; EXPERIMENTS.md's section between the `controls:begin` / `controls:end` markers is rendered from the JSON file
  * (experiments/controls-report.ts), so the document cannot drift from what was measured. Scratch files (controls,
  * atlases) go to $LLMF_EXP_DIR (default /tmp/llmf-experiments), shown as `$W` in the commands.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cli, cliJson as json, corpora, fillSection, log, models, root, shown, W } from './cli.js';
 import { renderControls, type ControlsResults, type Measured } from './controls-report.js';
@@ -91,7 +94,9 @@ async function main() {
     render(JSON.parse(readFileSync(resultsFile, 'utf8')) as ControlsResults);
     return;
   }
-  rmSync(W, { recursive: true, force: true });
+  const resume = process.argv.includes('--resume');
+  const previous = resume ? (JSON.parse(readFileSync(resultsFile, 'utf8')) as ControlsResults) : null;
+  if (!resume) rmSync(W, { recursive: true, force: true });
   mkdirSync(W, { recursive: true });
   const out: ControlsResults = { settings: { seeds: SEEDS, features: FEATURES, corpus: 'tinystories-valid-head.txt' }, commands: {}, sweeps: {}, compare: {}, selections: {}, invert: {} };
   const note = (key: string, args: string[]) => {
@@ -107,7 +112,7 @@ async function main() {
     for (const [suffix, extra] of [['untrained', []], ['kept-embeddings', ['--keep-embeddings']]] as const) {
       const dir = path.join(W, `${name}-${suffix}`);
       const args = ['random-model', '--like', file, '--out', dir, '--seed', '0', ...extra];
-      cli(args);
+      if (!(resume && existsSync(dir))) cli(args);
       note('controls', args);
       M[`${name}-${suffix}`] = dir;
     }
@@ -138,7 +143,7 @@ async function main() {
   const groups = new Map<string, Run[]>();
   // The sweeps only (the K-seed records); the `sum` and mapped-direction records below are for --pair vocab.
   for (const r of records.filter((x) => x.settings.seeds === SEEDS)) {
-    const key = `${r.model.name}|${r.blocks[0] === r.blocks[1] ? r.blocks[0] : r.blocks.join('-')}|${r.hook}`;
+    const key = `${r.model.name.replace(/\.bin$/, '')}|${r.blocks[0] === r.blocks[1] ? r.blocks[0] : r.blocks.join('-')}|${r.hook}`;
     (groups.get(key) ?? groups.set(key, []).get(key)!).push(r);
   }
   for (const [key, runs] of groups) out.sweeps[key] = summarise(runs);
@@ -151,19 +156,19 @@ async function main() {
   };
   const base = (m: string) => path.basename(M[m]!);
   for (const m of ['stories260K', 'stories260K-untrained', 'stories260K-kept-embeddings']) {
-    for (const k of [2, 3, 4, 5]) compare(`${m}|1 vs ${k}`, `model=${base(m)},blocks=1`, `model=${base(m)},blocks=${k}`);
-    compare(`${m}|1 vs 1-5`, `model=${base(m)},blocks=1`, `model=${base(m)},blocks=1-5`);
+    for (const k of [2, 3, 4, 5]) compare(`${m}|1 vs ${k}`, `model=${base(m)},blocks=1,hook=resid`, `model=${base(m)},blocks=${k},hook=resid`);
+    compare(`${m}|1 vs 1-5`, `model=${base(m)},blocks=1,hook=resid`, `model=${base(m)},blocks=1-5,hook=resid`);
   }
   for (const m of ['stories-d128-L4', 'stories-d128-L4-untrained', 'stories-d128-L4-kept-embeddings']) {
-    compare(`${m}|1 vs 4`, `model=${base(m)},blocks=1`, `model=${base(m)},blocks=4`);
-    compare(`${m}|1 vs 1-4`, `model=${base(m)},blocks=1`, `model=${base(m)},blocks=1-4`);
+    compare(`${m}|1 vs 4`, `model=${base(m)},blocks=1,hook=resid`, `model=${base(m)},blocks=4,hook=resid`);
+    compare(`${m}|1 vs 1-4`, `model=${base(m)},blocks=1,hook=resid`, `model=${base(m)},blocks=1-4,hook=resid`);
   }
   for (const [b1, b2] of [['1', '1'], ['1-5', '1-4']]) {
-    compare(`sizes|index|${b1} vs ${b2}`, `model=${base('stories260K')},blocks=${b1}`, `model=${base('stories-d128-L4')},blocks=${b2}`, ['--pair', 'index']);
+    compare(`sizes|index|${b1} vs ${b2}`, `model=${base('stories260K')},blocks=${b1},hook=resid`, `model=${base('stories-d128-L4')},blocks=${b2},hook=resid`, ['--pair', 'index']);
   }
-  compare('trained vs untrained|1', `model=${base('stories260K')},blocks=1`, `model=${base('stories260K-untrained')},blocks=1`, ['--pair', 'index']);
-  compare('trained vs kept-embeddings|1', `model=${base('stories260K')},blocks=1`, `model=${base('stories260K-kept-embeddings')},blocks=1`);
-  compare('trained vs kept-embeddings|1-5', `model=${base('stories260K')},blocks=1-5`, `model=${base('stories260K-kept-embeddings')},blocks=1-5`);
+  compare('trained vs untrained|1', `model=${base('stories260K')},blocks=1,hook=resid`, `model=${base('stories260K-untrained')},blocks=1,hook=resid`, ['--pair', 'index']);
+  compare('trained vs kept-embeddings|1', `model=${base('stories260K')},blocks=1,hook=resid`, `model=${base('stories260K-kept-embeddings')},blocks=1,hook=resid`);
+  compare('trained vs kept-embeddings|1-5', `model=${base('stories260K')},blocks=1-5,hook=resid`, `model=${base('stories260K-kept-embeddings')},blocks=1-5,hook=resid`);
 
   // Across sizes through the shared vocabulary: stories260K's features mapped into stories-d128-L4's embedding space
   // (a ridge map between the tables) and optimised along the mapped directions. A direction objective has no ceiling,
@@ -177,11 +182,12 @@ async function main() {
       cli(args);
       note('vocab', args);
     }
-    compare('sizes|vocab|1 vs 1', `model=${base('stories260K')},blocks=1`, `model=${base('stories-d128-L4')},blocks=1`, ['--pair', 'vocab']);
+    compare('sizes|vocab|1 vs 1', `model=${base('stories260K')},blocks=1,hook=resid`, `model=${base('stories-d128-L4')},blocks=1,hook=resid`, ['--pair', 'vocab']);
   }
 
   // ---- selections the atlas does not sweep: one position, combined features ----------------------------------
   const selection = (key: string, model: string, blocks: string, select: string) => {
+    if (previous?.selections[key]) return void (out.selections[key] = previous.selections[key]!);
     const args = ['visualize', '--model', M[model]!, '--blocks', blocks, '--select', select, '--seeds', String(SEEDS), '--corpus', CORPUS];
     const list = json<{ runs: Run[] }>(args).runs;
     out.selections[key] = { ...summarise(list), ...placement(list), command: shown([...args, '--json']) };
@@ -194,6 +200,17 @@ async function main() {
   }
 
   // ---- input recovery: the original's recipe and the tuned defaults ------------------------------------------
+  if (previous && Object.keys(previous.invert).length > 0) {
+    out.invert = previous.invert;
+    out.commands.invert = previous.commands.invert ?? [];
+  } else inversion(out, M, note);
+
+  mkdirSync(path.dirname(resultsFile), { recursive: true });
+  writeFileSync(resultsFile, JSON.stringify(out, null, 1) + '\n');
+  render(out);
+}
+
+function inversion(out: ControlsResults, M: Record<string, string>, note: (key: string, args: string[]) => void): void {
   const samples = path.join(W, 'prompts.txt');
   const genArgs = ['generate', '--model', M['stories260K']!, '--samples', '40', '--temperature', '1', '--max-tokens', '48', '--seed', '1', '--out', samples];
   cli(genArgs);
@@ -230,10 +247,6 @@ async function main() {
       }
     }
   }
-
-  mkdirSync(path.dirname(resultsFile), { recursive: true });
-  writeFileSync(resultsFile, JSON.stringify(out, null, 1) + '\n');
-  render(out);
 }
 
 /** One-position selections: is the selected position's token the model-free decode, and what do the others do? */

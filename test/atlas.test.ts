@@ -147,7 +147,8 @@ test('compare: top-1 agreement, top-k Jaccard and Spearman on hand-made records'
     handMade('[:, :, 4]', [1, 2, 3], [4, 5, 6], 5.0), // only in A
   ]);
   atlas.insertResults(A, S2, [handMade('[:, :, 0]', [1, 2, 3], [4, 5, 6], 9.0)]); // other settings: only in A
-  // An older B record for feature 2 (blocks 2): the newer one below (blocks 1) must win.
+  // A B record for feature 2 at blocks 2: B then holds two block ranges, so records pair only within one range and
+  // this one (A has no blocks 2) is left out instead of standing in for block 1's (compare.ts).
   atlas.insertResults(B, S, [at([2, 2], handMade('[:, :, 2]', [9, 9, 9], [9, 9, 9], 99))]);
   atlas.insertResults(B, S, [
     handMade('[:, :, 0]', [1, 2, 9], [4, 6, 5], 30),
@@ -162,12 +163,12 @@ test('compare: top-1 agreement, top-k Jaccard and Spearman on hand-made records'
   const r = compareAtlas(ro, { model: 'model-a.bin' }, { model: 'bbbb' });
   ro.close();
   assert.equal(r.a.records, 6);
-  assert.equal(r.b.records, 5);
+  assert.equal(r.b.records, 6);
   assert.equal(r.pairs, 4);
   assert.equal(r.compared, 3);
   assert.equal(r.failed, 1);
   assert.equal(r.only_a, 2);
-  assert.equal(r.only_b, 1);
+  assert.equal(r.only_b, 2);
   const close = (x: number | null, y: number) => assert.ok(x !== null && Math.abs(x - y) < 1e-12, `${x} vs ${y}`);
   close(r.top1_agreement, (2 / 3 + 0 + 1) / 3);
   close(r.jaccard, (4 / 9 + 1 + 1) / 3);
@@ -175,7 +176,7 @@ test('compare: top-1 agreement, top-k Jaccard and Spearman on hand-made records'
   close(r.spearman, -0.5);
   assert.deepEqual(r.features.map((p) => p.feature), [0, 1, 2, 3]);
   close(r.features[0]!.jaccard, 4 / 9);
-  assert.equal(r.features[2]!.b.blocks[0], 1, 'the newest record of a repeated selection');
+  assert.equal(r.features[2]!.b.blocks[0], 1, 'block 1 pairs with block 1; B\'s blocks-2 record is left out');
   assert.equal(r.features[3]!.top1_agreement, null);
   assert.equal(r.features[3]!.b.status, 'failed');
 
@@ -190,6 +191,31 @@ test('compare: top-1 agreement, top-k Jaccard and Spearman on hand-made records'
   await assert.rejects(runSub('compare', ['--db', file, '--a', 'model=nope', '--b', 'blocks=1']), /model=nope: no model in the atlas/);
   await assert.rejects(runSub('compare', ['--db', file, '--a', 'blocks=3', '--b', 'blocks=1']), /: a blocks=3: no records/);
   await assert.rejects(runSub('compare', ['--db', file, '--a', 'model=model-a.bin,settings=' + S2.slice(0, 8), '--b', 'model=model-b.bin']), /no record of --a .* pairs/);
+});
+
+test('compare: a side holding two hooks pairs only within one hook (block 1 mlp neuron 3 never stands in for resid feature 3)', () => {
+  const file = path.join(dir, 'hooks.db');
+  const atlas = Atlas.open(file);
+  const M = 'cc'.repeat(32);
+  atlas.upsertModel({ hash: M, name: 'm.bin', format: null, architecture: null, n_layers: null, dim: null, vocab: null, embedding_hash: 'dd'.repeat(32) });
+  const S = atlas.upsertSettings({ tokens: 3, topk: 2 });
+  const hooked = (hook: 'resid' | 'mlp', blocks: [number, number], r: RunResult): RunResult => ({ ...r, hook, blocks });
+  atlas.insertResults(M, S, [hooked('resid', [1, 1], handMade('[:, :, 3]', [1, 2, 3], [4, 5, 6], 1))]);
+  // Inserted later (newer) with the same selection and settings: it must not replace the resid record in the pairing.
+  atlas.insertResults(M, S, [hooked('mlp', [1, 1], handMade('[:, :, 3]', [7, 7, 7], [8, 8, 8], 1))]);
+  atlas.insertResults(M, S, [hooked('resid', [5, 5], handMade('[:, :, 3]', [1, 2, 3], [4, 5, 6], 1))]);
+  atlas.close();
+  const ro = Atlas.open(file, { readonly: true });
+  const r = compareAtlas(ro, { blocks: [1, 1] }, { blocks: [5, 5] });
+  assert.equal(r.pairs, 1);
+  assert.equal(r.features[0]!.a.hook, 'resid');
+  assert.equal(r.top1_agreement, 1);
+  assert.equal(r.only_a, 1);
+  // One hook on each side: compared across it, as asked.
+  const across = compareAtlas(ro, { blocks: [1, 1], hook: 'mlp' }, { blocks: [5, 5] });
+  assert.equal(across.pairs, 1);
+  assert.equal(across.top1_agreement, 0);
+  ro.close();
 });
 
 // ---------------------------------------------------------------------------------------------------------------

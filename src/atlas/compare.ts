@@ -297,13 +297,22 @@ export function compareRecords(aRecords: Iterable<AtlasRecord>, bRecords: Iterab
   const mapped = opts.mapped;
   // Index pairing: same selection, same settings. Vocab pairing: A's [:, :, f] with B's direction record whose
   // direction is f's mapped image, the rest of the settings equal.
+  // When each side holds one hook (one block range), the two are compared across it — that is what the queries ask
+  // for (--a blocks=1 --b blocks=5). When a side holds several, records pair only within the same hook (block range):
+  // otherwise block 1's mlp neuron 3 would silently pair with block 5's resid feature 3.
+  const one = (f: (r: AtlasRecord) => string) => new Set(aList.map(f)).size <= 1 && new Set(bList.map(f)).size <= 1;
+  const hookOf = (r: AtlasRecord) => r.hook;
+  const blocksOf = (r: AtlasRecord) => `${r.blocks[0]}-${r.blocks[1]}`;
+  const acrossHooks = one(hookOf);
+  const acrossBlocks = one(blocksOf);
+  const within = (r: AtlasRecord) => `${acrossHooks ? '' : hookOf(r)}\u0000${acrossBlocks ? '' : blocksOf(r)}\u0000`;
   const keyA = mapped
-    ? (r: AtlasRecord) => (r.feature === null || r.settings.direction !== undefined ? null : `${r.feature}\u0000${settingsBesideDirection(r)}`)
-    : (r: AtlasRecord) => `${r.select}\u0000${r.settings_hash}`;
+    ? (r: AtlasRecord) => (r.feature === null || r.settings.direction !== undefined ? null : `${within(r)}${r.feature}\u0000${settingsBesideDirection(r)}`)
+    : (r: AtlasRecord) => `${within(r)}${r.select}\u0000${r.settings_hash}`;
   const keyB = mapped
     ? (r: AtlasRecord) => {
         const f = typeof r.settings.direction === 'string' ? mapped.get(r.settings.direction) : undefined;
-        return f === undefined ? null : `${f}\u0000${settingsBesideDirection(r)}`;
+        return f === undefined ? null : `${within(r)}${f}\u0000${settingsBesideDirection(r)}`;
       }
     : keyA;
   const A = newestBy(aList, keyA);
@@ -328,7 +337,8 @@ export function compareRecords(aRecords: Iterable<AtlasRecord>, bRecords: Iterab
       chance_jaccard: null,
     };
     features.push(pair);
-    if (ok) held.set(pair, { a, b, group: key.slice(key.indexOf('\u0000') + 1) });
+    // A chance group: the same hook/block-range bucket and settings, any selection.
+    if (ok) held.set(pair, { a, b, group: `${within(a)}${mapped ? settingsBesideDirection(a) : a.settings_hash}` });
   }
   features.sort((p, q) => (p.feature ?? Infinity) - (q.feature ?? Infinity) || p.select.localeCompare(q.select) || p.settings_hash.localeCompare(q.settings_hash));
   const compared = features.filter((p) => p.top1_agreement !== null);
