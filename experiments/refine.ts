@@ -4,7 +4,7 @@
  * with GCG recovers text. Runs the CLI; writes experiments/results/refine.json and epo-frontier.svg and renders
  * EXPERIMENTS.md's `refine` section from them.
  *
- *   node dist/experiments/refine.js            # ~15 minutes on this machine
+ *   node dist/experiments/refine.js            # ~25 minutes on this machine
  *   node dist/experiments/refine.js --render   # only re-renders the section from the JSON
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
