@@ -20,7 +20,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads, type AttendOptions } from './attention.js';
 import { HOOKS, type Family, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaLikeTensors, rmsnorm, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type WeightFn } from './spec.js';
 
 /** Gemma's RMSNorm: x / rms(x) · (1 + w). */
@@ -148,26 +148,23 @@ export function gemmaConfigJson(c: ModelConfig, special: Record<string, number |
  * branch-output norms: [block-code name, HF name] per layer, inserted after the attention and the MLP norms.
  */
 export function gemmaTensors(c: ModelConfig, extraNorms: { afterAttn: [string, string][]; afterMlp: [string, string][] } = { afterAttn: [], afterMlp: [] }): TensorSpec[] {
-  const q = c.nHeads * c.headDim;
-  const kv = c.nKvHeads * c.headDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, hf: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf, shape, init, layer });
-  add('token_embd.weight', 'model.embed_tokens.weight', [c.vocabSize, c.dim], 'normal');
-  for (let i = 0; i < c.nLayers; i++) {
-    const layer = (name: string, hf: string, shape: number[], init: TensorSpec['init']) => add(`blk.${i}.${name}`, `model.layers.${i}.${hf}`, shape, init, i);
-    layer('attn_norm.weight', 'input_layernorm.weight', [c.dim], 'zeros');
-    layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
-    layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
-    layer('attn_v.weight', 'self_attn.v_proj.weight', [kv, c.dim], 'normal');
-    layer('attn_output.weight', 'self_attn.o_proj.weight', [c.dim, q], 'normal');
-    for (const [name, hf] of extraNorms.afterAttn) layer(name, hf, [c.dim], 'zeros');
-    for (const [name, hf] of extraNorms.afterMlp) layer(name, hf, [c.dim], 'zeros');
-    layer('ffn_gate.weight', 'mlp.gate_proj.weight', [c.ffnDim, c.dim], 'normal');
-    layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
-    layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
-  }
-  add('output_norm.weight', 'model.norm.weight', [c.dim], 'zeros', c.nLayers);
-  return out;
+  // Gemma's norms scale by (1 + w), so an untrained norm is zeros; the head is always tied.
+  return llamaLikeTensors(
+    c,
+    (layer, q, kv) => {
+      layer('attn_norm.weight', 'input_layernorm.weight', [c.dim], 'zeros');
+      layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
+      layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
+      layer('attn_v.weight', 'self_attn.v_proj.weight', [kv, c.dim], 'normal');
+      layer('attn_output.weight', 'self_attn.o_proj.weight', [c.dim, q], 'normal');
+      for (const [name, hf] of extraNorms.afterAttn) layer(name, hf, [c.dim], 'zeros');
+      for (const [name, hf] of extraNorms.afterMlp) layer(name, hf, [c.dim], 'zeros');
+      layer('ffn_gate.weight', 'mlp.gate_proj.weight', [c.ffnDim, c.dim], 'normal');
+      layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
+      layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
+    },
+    { outputNormInit: 'zeros' },
+  );
 }
 
 export const gemmaSpec: ArchitectureSpec = {

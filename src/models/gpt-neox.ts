@@ -17,7 +17,7 @@ import { attend } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { layernorm, layerNormDirection } from './gpt2.js';
-import { llamaContext, rope, type LlamaContext } from './llama.js';
+import { lazyLlamaContext, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 /** x @ Wᵀ (+ b): a torch nn.Linear with its [out, in] weight, the bias bound only when the tensor list has it. */
@@ -208,10 +208,7 @@ export const gptNeoxSpec: ArchitectureSpec = {
   hooks: HOOKS,
   embeddingTable: 'gpt_neox.embed_in.weight',
   blocks(g: Graph, cfg, length) {
-    // Built on first use: a graph that only reads MLP hooks of a parallel block has no attention, and constants no
-    // node reads would make onnxruntime warn about unused initializers on stderr.
-    let ctx: LlamaContext | null = null;
-    const rotary = () => (ctx ??= llamaContext(g, cfg, length));
+    const rotary = lazyLlamaContext(g, cfg, length);
     return (x, layer, w, upTo) => neoxBlock(x, layer, w, cfg, rotary, upTo);
   },
   embed: (ids, _cfg, w) => gather(w.get('gpt_neox.embed_in.weight'), ids, 0),

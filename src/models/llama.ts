@@ -23,6 +23,15 @@ export interface LlamaContext {
   mask: Value;
 }
 
+/**
+ * llamaContext built on first use: a graph that only reads MLP hooks of a parallel block (GPT-NeoX, Phi) has no
+ * attention, and constants no node reads would make onnxruntime warn about unused initializers on stderr.
+ */
+export function lazyLlamaContext(g: Graph, cfg: ModelConfig, length: number): () => LlamaContext {
+  let ctx: LlamaContext | null = null;
+  return () => (ctx ??= llamaContext(g, cfg, length));
+}
+
 export function llamaContext(g: Graph, cfg: ModelConfig, length: number): LlamaContext {
   const hd = cfg.headDim;
   // Partial rotary (rotaryDim < headDim): the pairs live in the first rotaryDim dimensions; the others get cos 1,
@@ -275,35 +284,53 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
   };
 }
 
-/** The Llama tensor list — the only spelling of it: block-code (= GGUF) names, HF names, shapes, init. */
-function tensors(c: ModelConfig): TensorSpec[] {
+/** Adds one tensor of the layer being listed: block-code name, Hugging Face name (both without the layer prefix). */
+export type LayerTensor = (name: string, hf: string, shape: number[], init: TensorSpec['init']) => void;
+
+/**
+ * The frame every Llama-like family's tensor list shares: the embedding first, block-code names `blk.{i}.…` beside
+ * Hugging Face `model.layers.{i}.…` for each layer (the family's `perLayer` lists that layer's tensors in its order),
+ * then the final norm and, untied, the head. `gguf`: the block-code names are also the GGUF names (Llama only).
+ */
+export function llamaLikeTensors(
+  c: ModelConfig,
+  perLayer: (layer: LayerTensor, q: number, kv: number) => void,
+  opts: { gguf?: boolean; outputNormInit?: TensorSpec['init'] } = {},
+): TensorSpec[] {
   const q = c.nHeads * c.headDim;
   const kv = c.nKvHeads * c.headDim;
   const out: TensorSpec[] = [];
   const add = (name: string, hf: string, shape: number[], init: TensorSpec['init'], layer = -1) =>
-    out.push({ name, hf, gguf: name, shape, init, layer });
+    out.push({ name, hf, ...(opts.gguf ? { gguf: name } : {}), shape, init, layer });
   add('token_embd.weight', 'model.embed_tokens.weight', [c.vocabSize, c.dim], 'normal');
-  for (let i = 0; i < c.nLayers; i++) {
-    const layer = (name: string, hf: string, shape: number[], init: TensorSpec['init']) =>
-      add(`blk.${i}.${name}`, `model.layers.${i}.${hf}`, shape, init, i);
-    layer('attn_norm.weight', 'input_layernorm.weight', [c.dim], 'ones');
-    layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
-    layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
-    layer('attn_v.weight', 'self_attn.v_proj.weight', [kv, c.dim], 'normal');
-    if (c.qkvBias) {
-      layer('attn_q.bias', 'self_attn.q_proj.bias', [q], 'zeros');
-      layer('attn_k.bias', 'self_attn.k_proj.bias', [kv], 'zeros');
-      layer('attn_v.bias', 'self_attn.v_proj.bias', [kv], 'zeros');
-    }
-    layer('attn_output.weight', 'self_attn.o_proj.weight', [c.dim, q], 'normal');
-    layer('ffn_norm.weight', 'post_attention_layernorm.weight', [c.dim], 'ones');
-    layer('ffn_gate.weight', 'mlp.gate_proj.weight', [c.ffnDim, c.dim], 'normal');
-    layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
-    layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
-  }
-  add('output_norm.weight', 'model.norm.weight', [c.dim], 'ones', c.nLayers);
+  for (let i = 0; i < c.nLayers; i++) perLayer((name, hf, shape, init) => add(`blk.${i}.${name}`, `model.layers.${i}.${hf}`, shape, init, i), q, kv);
+  add('output_norm.weight', 'model.norm.weight', [c.dim], opts.outputNormInit ?? 'ones', c.nLayers);
   if (!c.tiedHead) add('output.weight', 'lm_head.weight', [c.vocabSize, c.dim], 'normal', c.nLayers);
   return out;
+}
+
+/** The Llama tensor list — the only spelling of it: block-code (= GGUF) names, HF names, shapes, init. */
+function tensors(c: ModelConfig): TensorSpec[] {
+  return llamaLikeTensors(
+    c,
+    (layer, q, kv) => {
+      layer('attn_norm.weight', 'input_layernorm.weight', [c.dim], 'ones');
+      layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
+      layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
+      layer('attn_v.weight', 'self_attn.v_proj.weight', [kv, c.dim], 'normal');
+      if (c.qkvBias) {
+        layer('attn_q.bias', 'self_attn.q_proj.bias', [q], 'zeros');
+        layer('attn_k.bias', 'self_attn.k_proj.bias', [kv], 'zeros');
+        layer('attn_v.bias', 'self_attn.v_proj.bias', [kv], 'zeros');
+      }
+      layer('attn_output.weight', 'self_attn.o_proj.weight', [c.dim, q], 'normal');
+      layer('ffn_norm.weight', 'post_attention_layernorm.weight', [c.dim], 'ones');
+      layer('ffn_gate.weight', 'mlp.gate_proj.weight', [c.ffnDim, c.dim], 'normal');
+      layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
+      layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
+    },
+    { gguf: true },
+  );
 }
 
 /**

@@ -14,7 +14,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
 import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -70,13 +70,7 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
 }
 
 function tensors(c: ModelConfig): TensorSpec[] {
-  const q = c.nHeads * c.headDim;
-  const kv = c.nKvHeads * c.headDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, hf: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf, shape, init, layer });
-  add('token_embd.weight', 'model.embed_tokens.weight', [c.vocabSize, c.dim], 'normal');
-  for (let i = 0; i < c.nLayers; i++) {
-    const layer = (name: string, hf: string, shape: number[], init: TensorSpec['init']) => add(`blk.${i}.${name}`, `model.layers.${i}.${hf}`, shape, init, i);
+  return llamaLikeTensors(c, (layer, q, kv) => {
     layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
     layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
     layer('attn_v.weight', 'self_attn.v_proj.weight', [kv, c.dim], 'normal');
@@ -88,10 +82,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
     layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
     layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
     layer('post_ffw_norm.weight', 'post_feedforward_layernorm.weight', [c.dim], 'ones');
-  }
-  add('output_norm.weight', 'model.norm.weight', [c.dim], 'ones', c.nLayers);
-  if (!c.tiedHead) add('output.weight', 'lm_head.weight', [c.vocabSize, c.dim], 'normal', c.nLayers);
-  return out;
+  });
 }
 
 export const olmo2Spec: ArchitectureSpec = {

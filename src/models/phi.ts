@@ -17,7 +17,7 @@ import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { dense, refuseRopeScaling, rotaryFraction, rotaryWidth } from './gpt-neox.js';
 import { layernorm, layerNormDirection } from './gpt2.js';
-import { llamaContext, rope, type LlamaContext } from './llama.js';
+import { lazyLlamaContext, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 function phiBlock(x: Value, layer: number, w: Weights, cfg: ModelConfig, rotary: () => LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -151,10 +151,7 @@ export const phiSpec: ArchitectureSpec = {
   hooks: HOOKS,
   embeddingTable: 'model.embed_tokens.weight',
   blocks(g: Graph, cfg, length) {
-    // Built on first use: a graph that only reads MLP hooks of a parallel block has no attention, and constants no
-    // node reads would make onnxruntime warn about unused initializers on stderr.
-    let ctx: LlamaContext | null = null;
-    const rotary = () => (ctx ??= llamaContext(g, cfg, length));
+    const rotary = lazyLlamaContext(g, cfg, length);
     return (x, layer, w, upTo) => phiBlock(x, layer, w, cfg, rotary, upTo);
   },
   embed: (ids, _cfg, w) => gather(w.get('model.embed_tokens.weight'), ids, 0),

@@ -12,7 +12,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
 import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function qwen3Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -74,13 +74,7 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
 
 /** Llama's tensor list (names, shapes) plus the two per-head norms of each layer. */
 function tensors(c: ModelConfig): TensorSpec[] {
-  const q = c.nHeads * c.headDim;
-  const kv = c.nKvHeads * c.headDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, hf: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf, shape, init, layer });
-  add('token_embd.weight', 'model.embed_tokens.weight', [c.vocabSize, c.dim], 'normal');
-  for (let i = 0; i < c.nLayers; i++) {
-    const layer = (name: string, hf: string, shape: number[], init: TensorSpec['init']) => add(`blk.${i}.${name}`, `model.layers.${i}.${hf}`, shape, init, i);
+  return llamaLikeTensors(c, (layer, q, kv) => {
     layer('attn_norm.weight', 'input_layernorm.weight', [c.dim], 'ones');
     layer('attn_q.weight', 'self_attn.q_proj.weight', [q, c.dim], 'normal');
     layer('attn_k.weight', 'self_attn.k_proj.weight', [kv, c.dim], 'normal');
@@ -92,10 +86,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
     layer('ffn_gate.weight', 'mlp.gate_proj.weight', [c.ffnDim, c.dim], 'normal');
     layer('ffn_up.weight', 'mlp.up_proj.weight', [c.ffnDim, c.dim], 'normal');
     layer('ffn_down.weight', 'mlp.down_proj.weight', [c.dim, c.ffnDim], 'normal');
-  }
-  add('output_norm.weight', 'model.norm.weight', [c.dim], 'ones', c.nLayers);
-  if (!c.tiedHead) add('output.weight', 'lm_head.weight', [c.vocabSize, c.dim], 'normal', c.nLayers);
-  return out;
+  });
 }
 
 export const qwen3Spec: ArchitectureSpec = {
