@@ -81,6 +81,9 @@ function project(x: Value, w: Value, bias: Value | null): Value {
   return bias ? add(linear(x, w), bias) : linear(x, w);
 }
 
+/** The attention branch of block `layer` on its normed input (Llama's; Qwen3 passes its own to llamaBlock). */
+export type AttentionFn = (xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn, ctx: LlamaContext) => Value;
+
 function attention(xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn, ctx: LlamaContext): Value {
   const { cfg } = ctx;
   const p = `blk.${layer}.`;
@@ -97,10 +100,11 @@ export function llamaBlock(
   bias: OptionalWeightFn,
   ctx: LlamaContext,
   upTo: Hook = 'resid',
+  attentionOf: AttentionFn = attention,
 ): Partial<Record<Hook, Value>> {
   const p = `blk.${layer}.`;
   const eps = ctx.cfg.normEps;
-  const attn = attention(rmsnorm(x, w(p + 'attn_norm.weight'), eps), layer, w, bias, ctx);
+  const attn = attentionOf(rmsnorm(x, w(p + 'attn_norm.weight'), eps), layer, w, bias, ctx);
   // No norm on the branch outputs: what is added to the residual stream is the projection itself.
   const attn_out = attn;
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };

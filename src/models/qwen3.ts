@@ -6,35 +6,28 @@
  * Hooks as in Llama: no branch-output norms, so `attn` = `attn_out` and `mlp_out` is the down projection.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, linear, mul, silu } from '../graph/ops.js';
-import type { Value } from '../graph/value.js';
+import { linear } from '../graph/ops.js';
 import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
-import type { Hook, ModelConfig } from './config.js';
+import type { ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type LlamaContext } from './llama.js';
-import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
+import { llamaBlock, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type AttentionFn } from './llama.js';
+import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec } from './spec.js';
 
-function qwen3Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
+/**
+ * Llama's attention with an RMSNorm on every query and key head, before RoPE; the rest of the block is llamaBlock's.
+ * Qwen3 has no q/k/v biases (attention_bias is refused), so the optional-weight lookup goes unused.
+ */
+const qwen3Attention: AttentionFn = (xn, layer, w, _bias, ctx) => {
   const { cfg } = ctx;
   const p = `blk.${layer}.`;
   const eps = cfg.normEps;
-  const xn = rmsnorm(x, w(p + 'attn_norm.weight'), eps);
   // [B, heads, T, head_dim]: the norm's last axis is one head's dimensions, so its weight [head_dim] serves every head.
   const q = rope(rmsnorm(splitHeads(linear(xn, w(p + 'attn_q.weight')), cfg.nHeads), w(p + 'attn_q_norm.weight'), eps), ctx);
   const k = rope(rmsnorm(splitHeads(linear(xn, w(p + 'attn_k.weight')), cfg.nKvHeads), w(p + 'attn_k_norm.weight'), eps), ctx);
   const v = splitHeads(linear(xn, w(p + 'attn_v.weight')), cfg.nKvHeads);
-  const attn = linear(attend(q, k, v, ctx.mask), w(p + 'attn_output.weight'));
-  const attn_out = attn;
-  if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
-  const h = add(x, attn_out);
-  const hn = rmsnorm(h, w(p + 'ffn_norm.weight'), eps);
-  const mlp = mul(silu(linear(hn, w(p + 'ffn_gate.weight'))), linear(hn, w(p + 'ffn_up.weight')));
-  if (upTo === 'mlp') return { attn, attn_out, mlp };
-  const mlp_out = linear(mlp, w(p + 'ffn_down.weight'));
-  if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };
-  return { attn, attn_out, mlp, mlp_out, resid: add(h, mlp_out) };
-}
+  return linear(attend(q, k, v, ctx.mask), w(p + 'attn_output.weight'));
+};
 
 function fromHfConfig(input: HfConfigInput): HfReading {
   const { path: configPath, json } = input;
@@ -101,6 +94,6 @@ export const qwen3Spec: ArchitectureSpec = {
   ...llamaLikeIo,
   blocks(g: Graph, cfg, length) {
     const ctx = llamaContext(g, cfg, length);
-    return (x, layer, w, upTo) => qwen3Block(x, layer, w.get, ctx, upTo);
+    return (x, layer, w, upTo) => llamaBlock(x, layer, w.get, w.optional, ctx, upTo, qwen3Attention);
   },
 };
