@@ -3,6 +3,7 @@
  * apart from the runner so that a test can re-render the committed JSON and compare it with the document: every
  * number and every "holds / does not hold" in that section is derived here, by the rules stated in the text.
  */
+import { formatPercentile } from './cli.js';
 
 /** Per sweep (one model, block range, hook; 64 single features, K seeds each). Shares are 0..1; null = not measured. */
 export interface Measured {
@@ -36,7 +37,7 @@ export interface ControlsResults {
 }
 
 const f = (x: number | null | undefined, digits = 2) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
-const pct = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `p${x >= 99.995 ? '100' : x.toFixed(x >= 99.95 ? 2 : 1)}`);
+const pct = formatPercentile;
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
 const table = (head: string[], rows: (string | number)[][]) => [row(head), row(head.map(() => '---')), ...rows.map(row)].join('\n');
 const code = (s: string) => '`' + s.replace(/`/g, "'") + '`';

@@ -15,7 +15,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cli, cliJson as json, corpora, fillSection, log, models, root, shown, W } from './cli.js';
+import { cli, cliJson as json, corpora, fillSection, log, median, models, root, sampledPrompts, shown, W } from './cli.js';
 import { renderControls, type ControlsResults, type Measured } from './controls-report.js';
 
 const resultsFile = path.join(root, 'experiments/results/controls.json');
@@ -54,11 +54,6 @@ interface Comparison {
   warnings: string[];
 }
 
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (s.length === 0) return null;
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 const share = <T>(xs: T[], f: (x: T) => boolean) => (xs.length ? xs.filter(f).length / xs.length : null);
 const positions = (r: Run) => r.optimized ?? r.free;
@@ -211,21 +206,8 @@ async function main() {
 }
 
 function inversion(out: ControlsResults, M: Record<string, string>, note: (key: string, args: string[]) => void): void {
-  const samples = path.join(W, 'prompts.txt');
-  const genArgs = ['generate', '--model', M['stories260K']!, '--samples', '40', '--temperature', '1', '--max-tokens', '48', '--seed', '1', '--out', samples];
-  cli(genArgs);
-  note('invert', genArgs);
-  const prompts: number[][] = [];
-  const seen = new Set<string>();
-  for (const [i, story] of readFileSync(samples, 'utf8').split('<|endoftext|>\n').slice(0, -1).entries()) {
-    const ids = (JSON.parse(cli(['tokenize', '--model', M['stories260K']!, '--text', story])) as { ids: number[] }).ids;
-    if (ids.length < 48) continue;
-    const at = (i * 7919) % 40; // an offset drawn from the sample's index, so that not every prompt opens a story
-    const window = ids.slice(at, at + 8);
-    if (!seen.has(window.join(','))) prompts.push(window);
-    seen.add(window.join(','));
-    if (prompts.length === PROMPTS) break;
-  }
+  const { prompts, command } = sampledPrompts(M['stories260K']!, PROMPTS, path.join(W, 'prompts.txt'));
+  note('invert', command);
   const recipes: Record<string, string[]> = {
     defaults: [],
     original: ['--optimizer', 'sgd', '--lr', '2', '--lr-end', '0.2', '--steps', '500', '--init-std', '1'],

@@ -9,7 +9,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cli, cliJson, corpora, fillSection, log, models, root, shown, W } from './cli.js';
+import { cliJson, corpora, fillSection, formatPercentile, log, models, root, sampledPrompts, shown, W } from './cli.js';
 
 const small = path.join(models, 'stories260K.bin');
 const corpus = path.join(corpora, 'tinystories-valid-head.txt');
@@ -88,20 +88,7 @@ function epo(): RefineResults['epo'] {
 }
 
 function inversion(): RefineResults['invert'] {
-  // 20 distinct 8-token windows of stories sampled from the model (temperature 1), at offsets drawn from the
-  // sample's index so that not every prompt is a story's opening.
-  const samples = path.join(W, 'refine-prompts.txt');
-  cli(['generate', '--model', small, '--samples', '40', '--temperature', '1', '--max-tokens', '48', '--seed', '1', '--out', samples]);
-  const prompts: number[][] = [];
-  const seen = new Set<string>();
-  for (const [i, story] of readFileSync(samples, 'utf8').split('<|endoftext|>\n').slice(0, -1).entries()) {
-    const ids = (JSON.parse(cli(['tokenize', '--model', small, '--text', story])) as { ids: number[] }).ids;
-    if (ids.length < 48) continue;
-    const window = ids.slice((i * 7919) % 40, ((i * 7919) % 40) + 8);
-    if (!seen.has(window.join(','))) prompts.push(window);
-    seen.add(window.join(','));
-    if (prompts.length === 20) break;
-  }
+  const { prompts } = sampledPrompts(small, 20, path.join(W, 'refine-prompts.txt'));
   let command = '';
   const rows = ['1', '1-2', '1-5'].map((blocks) => {
     let [tok, exact, rtok, rexact] = [0, 0, 0, 0];
@@ -147,7 +134,7 @@ ${pts.map((p) => `<circle cx="${sx(p.activation).toFixed(1)}" cy="${sy(p.cross_e
 }
 
 const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
-const p = (x: number) => (Number.isFinite(x) ? `p${x >= 99.995 ? '100' : x.toFixed(x >= 99.95 ? 2 : 1)}` : '–');
+const p = formatPercentile;
 const percent = (x: number) => `${(100 * x).toFixed(1)} %`;
 
 export function renderRefine(r: RefineResults): string {

@@ -10,7 +10,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cliJson, corpora, fillSection, log, models, root, shown } from './cli.js';
+import { cliJson, corpora, fillSection, formatPercentile, log, median, models, root, shown } from './cli.js';
 
 const resultsFile = path.join(root, 'experiments/results/sae.json');
 const docFile = path.join(root, 'EXPERIMENTS.md');
@@ -44,10 +44,6 @@ export interface SaeSummary {
 }
 export interface SaeResults { sae: SaeSummary; resid: SaeSummary }
 
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : null;
-};
 const share = <T>(xs: T[], f: (x: T) => boolean) => (xs.length ? xs.filter(f).length / xs.length : NaN);
 
 function measure(extra: string[]): SaeSummary {
@@ -81,7 +77,7 @@ function measure(extra: string[]): SaeSummary {
 }
 
 const f = (x: number | null, d = 2) => (x === null || !Number.isFinite(x) ? '–' : x.toFixed(d));
-const pc = (x: number | null) => (x === null || !Number.isFinite(x) ? '–' : `p${x >= 99.995 ? '100' : x.toFixed(1)}`);
+const pc = formatPercentile;
 const per = (x: number) => (Number.isFinite(x) ? `${Math.round(100 * x)} %` : '–');
 
 export function renderSae(r: SaeResults): string {
