@@ -104,3 +104,23 @@ test('llm-features invert --json and text mode', (t) => {
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--refine: "epo" is not one of gcg/);
 });
+
+test('invert --init-std sets the start\'s spread itself: σ = init-scale × RMS gives the same run, another σ another start; bad values are one line, exit 2', async () => {
+  const ids = tok.encode('Once upon a time');
+  const E = decoder.table.data;
+  let ss = 0;
+  for (const v of E) ss += v * v;
+  const rms = Math.sqrt(ss / E.length);
+  const s = { ...DEFAULT_INVERT, blocks: [1, 1] as [number, number], steps: 3 };
+  const scaled = await invert(runner, decoder, tok, ids, { ...s, initScale: 2 });
+  const same = await invert(runner, decoder, tok, ids, { ...s, initStd: 2 * rms });
+  const other = await invert(runner, decoder, tok, ids, { ...s, initStd: 1 });
+  assert.ok(Math.abs(same.loss.initial - scaled.loss.initial) <= 1e-4 * scaled.loss.initial, `${same.loss.initial} vs ${scaled.loss.initial}`);
+  assert.notEqual(other.loss.initial, scaled.loss.initial);
+  for (const bad of ['0', '-1', 'x']) {
+    const r = cli(['invert', '--model', modelPath('stories260K.bin'), '--blocks', '1', '--text', 'Once', '--init-std', bad]);
+    assert.equal(r.code, 2, bad);
+    assert.match(r.stderr, /^llm-features: --init-std: .+\n$/);
+    assert.equal(r.stdout, '');
+  }
+});
