@@ -1,7 +1,7 @@
 // SAE latents as features: hand-made SAEs of each architecture against a direct float64 computation from the hook
 // output, bad SAE files, and (below) the trained fixture against scripts/train_sae.py's float64 PyTorch reference.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -387,4 +387,19 @@ test('atlas build and atlas scan over latents; inspect --sae --corpus', async ()
   assert.ok(j.corpus.l0 > 0 && j.corpus.l0 <= j.sae.k, `L0 ${j.corpus.l0}`);
   assert.ok(j.corpus.fvu > 0 && j.corpus.fvu < 1 && Math.abs(j.corpus.fve + j.corpus.fvu - 1) < 1e-12);
   assert.ok(j.corpus.dead_latents > 0 && j.corpus.dead_latents < 512);
+});
+
+test('--sae through --queue is refused in one line before anything is opened or written (atlas build and atlas scan)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'llmf-sae-queue-'));
+  const db = path.join(dir, 'a.db');
+  // Port 1: no Redis there — the refusal must come first, without trying to reach it.
+  const queue = ['--queue', 'redis://127.0.0.1:1'];
+  const build = cli(['atlas', 'build', '--model', MODEL, '--sae', FIXTURE, '--db', db, '--features', '0-1', ...queue]);
+  const scan = cli(['atlas', 'scan', '--model', MODEL, '--sae', FIXTURE, '--db', db, '--features', '0-1', '--corpus', path.join(dir, 'none.txt'), ...queue]);
+  for (const [r, what] of [[build, 'build'], [scan, 'scan']] as const) {
+    assert.equal(r.code, 2, what);
+    assert.match(r.stderr, /^llm-features: --sae: not through --queue yet \(.+\)\n$/, what);
+    assert.equal(r.stdout, '');
+  }
+  assert.equal(existsSync(db), false);
 });

@@ -73,13 +73,13 @@ const buildCommand: Command = {
     const mapFrom = v.str('map-from');
     if (mapFrom !== undefined && featureSpec === undefined) throw new UserError('--map-from: give --features (the source model\'s features to map), not --direction');
     if (mapFrom !== undefined && queue) throw new UserError('--map-from: not through --queue yet (build mapped records locally)');
+    if (queue && v.has('sae')) throw new UserError('--sae: not through --queue yet (build SAE records locally)');
     // Before the atlas is opened: an unreachable queue or an unreadable corpus leaves nothing written.
     if (queue) {
       await checkReachable(queue);
       const corpus = v.str('corpus');
       if (corpus !== undefined) readCorpus(corpus);
     }
-    if (queue && v.has('sae')) throw new UserError('--sae: not through --queue yet (build SAE records locally)');
     // The source model is only read (its embedding table); it never runs.
     const source = mapFrom === undefined ? undefined : openSource(mapFrom);
     const runner = openRunner(v);
