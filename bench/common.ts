@@ -194,3 +194,64 @@ export function parseArgs(argv: string[]): Map<string, string> {
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
+
+/**
+ * One HF fixture per architecture the project has (test/fixtures/hf), for the node counts of issue 18: node counts
+ * depend on the block structure, not on widths, so the tiny fixtures count what a real model of the family runs.
+ */
+export const NODE_FIXTURES: { key: string; fixture: string }[] = [
+  { key: 'llama', fixture: 'llama-gqa-bf16' },
+  { key: 'qwen2', fixture: 'qwen2-tied' },
+  { key: 'gemma', fixture: 'gemma-bf16' },
+  { key: 'gemma2', fixture: 'gemma2-window-bf16' },
+  { key: 'qwen3', fixture: 'qwen3-bf16' },
+  { key: 'olmo2', fixture: 'olmo2-bf16-sharded' },
+  { key: 'gpt2', fixture: 'gpt2-f16' },
+  { key: 'gpt-neox', fixture: 'pythia-parallel-f16' },
+  { key: 'phi', fixture: 'phi-f16' },
+  { key: 'phi3', fixture: 'phi3-gqa-bf16' },
+];
+
+/** bench/nodes.ts's result (one model). */
+export interface NodesOut {
+  model: string;
+  arch: string;
+  layers: number;
+  T: number;
+  B: number;
+  emitted: { full: number; forward: number; backward: number; dead: number };
+  kernels: { full: number; forward: number; backward: number; byOp: { full: Record<string, number>; forward: Record<string, number>; backward: Record<string, number> } };
+  cpuMs: number;
+}
+
+/** The committed node counts the issue-18 rewrite is compared with (bench/results/nodes-baseline.json). */
+export interface NodesBaseline {
+  measuredAt: string;
+  /** HEAD when measured, and the last commit that touched src/ (what the counts are of). */
+  commit: string;
+  srcCommit: string;
+  T: number;
+  B: number;
+  note: string;
+  architectures: { key: string; model: string; arch: string; layers: number; emitted: { full: number; forward: number; backward: number }; kernels: { full: number; forward: number; backward: number }; kernelsByOp: Record<string, number> }[];
+}
+
+/** The count today ÷ the baseline's, per architecture key; null where the baseline lacks it. */
+export function nodeRatios(today: { key: string; kernels: { full: number }; emitted: { full: number } }[], base: NodesBaseline | null): { key: string; kernels: number | null; emitted: number | null; baseKernels: number | null; baseEmitted: number | null }[] {
+  return today.map((t) => {
+    const b = base?.architectures.find((a) => a.key === t.key) ?? null;
+    return { key: t.key, kernels: b ? t.kernels.full / b.kernels.full : null, emitted: b ? t.emitted.full / b.emitted.full : null, baseKernels: b?.kernels.full ?? null, baseEmitted: b?.emitted.full ?? null };
+  });
+}
+
+/**
+ * Activations a Llama-style block's backward needs if every forward intermediate is kept, in bytes (f32), for B
+ * problems of T positions: per token the block input, both normed inputs, q, the attention output, the projected
+ * output and the mid-block residual (~7·D, plus the rotated q: 8·D), k, v and rotated k (3·kvD), the FFN's gate, up,
+ * activated gate and product (4·F), and per head the scores and probabilities (2·H·T). An estimate to read the
+ * measured working set against (it excludes the backward's own transient buffers and the arena's rounding).
+ */
+export function keptActivationBytes(s: Shape, B: number, T: number): number {
+  const kv = (s.dim * s.nKvHeads) / s.nHeads;
+  return 4 * s.nLayers * B * T * (8 * s.dim + 3 * kv + 4 * s.ffn + 2 * s.nHeads * T);
+}

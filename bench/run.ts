@@ -5,12 +5,14 @@
  * bench/results/<stamp>.json and .md (the tables of BENCHMARKS.md) and prints the tables.
  *
  *   npm run bench [-- --no-install] [--no-torch] [--quick] [--wait-quiet SECONDS] [--wait-budget SECONDS]
+ *                    [--batch1-runs N] [--growth-steps N]
+ *   npm run bench -- --nodes-only [--write-nodes-baseline]     node counts per step only (seconds), issue 18
  *
  * Every measurement that needs a clean process (each workload, each memory configuration, each start-up) runs in its
  * own child process; random checkpoints go to a temporary folder that is deleted at the end.
  */
 import type { Measurement } from './ours.js';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -22,12 +24,17 @@ import {
   blockWeightBytes,
   CONFIG_A,
   CONFIG_B,
+  keptActivationBytes,
   lastJson,
   machineCpu,
   median,
   MiB,
   MODELS_DIR,
+  NODE_FIXTURES,
   nodeChild,
+  nodeRatios,
+  type NodesBaseline,
+  type NodesOut,
   parseArgs,
   ROOT,
   runChild,
@@ -56,7 +63,17 @@ const budget = (maxS: number) => Math.max(0, Math.min(maxS, waitBudgetS));
 const PYTHON = process.env.LLMF_BENCH_PYTHON ?? '/usr/bin/python3';
 const PACKAGES = ['python3-torch', 'python3-numpy', 'libopenblas0-pthread'];
 const STEPS = 500;
-const BATCHES = QUICK ? [1, 8] : [1, 8, 32, 64];
+const BATCHES = QUICK ? [1, 8] : [1, 8, 32, 64, 128];
+const NODES_ONLY = argv.has('nodes-only');
+const WRITE_NODES_BASELINE = argv.has('write-nodes-baseline');
+/** Batch 1, T 5 on A and B, PyTorch and ours interleaved, this many times (issue 18's "in every one of 5 runs"). */
+const BATCH1_RUNS = Number(argv.get('batch1-runs') ?? (QUICK ? 0 : 5));
+/** Steps of the long stories260K run (issue 18: 10,000 at batch 32, RSS sampled every 1,000). */
+const GROWTH_STEPS = Number(argv.get('growth-steps') ?? (QUICK ? 2000 : 10000));
+/** Below this RSS growth from the first sample (after warm-up) to the last, the long run counts as not growing. */
+const GROWTH_LIMIT = 1 * 1024 * 1024;
+const WORKSET_BATCHES = QUICK ? [1, 8] : [1, 8, 32, 64, 128];
+const NODES_BASELINE = path.join(ROOT, 'bench', 'results', 'nodes-baseline.json');
 const TS = [5, 8];
 const started = performance.now();
 const log = (s: string) => process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${s}\n`);
@@ -274,6 +291,137 @@ const fmt = (x: number | null | undefined, d = 1) => (x === null || x === undefi
 const mib = (b: number) => (b / MiB).toFixed(0);
 
 // ---------------------------------------------------------------------------------------------------------------
+// Issue 18: node counts, working set, long run
+
+interface NodesRow extends NodesOut {
+  key: string;
+  label: string;
+}
+interface WorksetOut {
+  T: number;
+  B: number;
+  steps: number;
+  hwmReset: boolean;
+  peakDelta: number;
+  fileTouched: number;
+  workingSet: number;
+  retained: number;
+  cpuMs: number;
+}
+interface GrowthOut {
+  B: number;
+  T: number;
+  steps: number;
+  every: number;
+  msPerStep: number;
+  samples: { step: number; rss: number; rssAnon: number; heapUsed: number; external: number }[];
+  growth: { rss: number; rssAnon: number; heapUsed: number; external: number };
+  slopeKiBPer1000: { rss: number; rssAnon: number; heapUsed: number };
+  cpuMs: number;
+}
+
+/** The models node counts are taken on: stories260K, configs A and B (the real files), one HF fixture per family. */
+function nodeModels(stories: string, fileA: string, fileB: string): { key: string; label: string; file: string }[] {
+  const fixtures = NODE_FIXTURES.map((f) => ({ key: f.key, label: `test/fixtures/hf/${f.fixture}`, file: path.join(ROOT, 'test', 'fixtures', 'hf', f.fixture) }));
+  return [
+    ...(existsSync(stories) ? [{ key: 'stories260K', label: 'stories260K.bin', file: stories }] : []),
+    { key: 'A', label: 'random llama2.c, d 768', file: fileA },
+    { key: 'B', label: 'random llama2.c, d 2048', file: fileB },
+    ...fixtures.filter((f) => existsSync(f.file)),
+  ];
+}
+
+async function countNodes(models: { key: string; label: string; file: string }[]): Promise<NodesRow[]> {
+  const rows: NodesRow[] = [];
+  for (const m of models) {
+    log(`nodes per step: ${m.key}`);
+    rows.push({ ...(await nodeChild<NodesOut>('nodes', ['--model', m.file, '--T', '5', '--B', '1'])), key: m.key, label: m.label });
+  }
+  return rows;
+}
+
+function readNodesBaseline(): NodesBaseline | null {
+  return existsSync(NODES_BASELINE) ? (JSON.parse(readFileSync(NODES_BASELINE, 'utf8')) as NodesBaseline) : null;
+}
+
+function git(args: string[]): string {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+  } catch {
+    return '?';
+  }
+}
+
+function writeNodesBaseline(rows: NodesRow[]): void {
+  const dirty = git(['status', '--porcelain', '--', 'src']);
+  const base: NodesBaseline = {
+    measuredAt: new Date().toISOString(),
+    commit: git(['rev-parse', 'HEAD']),
+    srcCommit: git(['log', '-1', '--format=%H', '--', 'src']),
+    T: 5,
+    B: 1,
+    note: `npm run bench -- --nodes-only --write-nodes-baseline; the objective graph of bench/nodes.ts (blocks 1..L, resid hook, gradient to the embeddings); kernels = onnxruntime profiler kernel events of one run${dirty ? '; src/ had uncommitted changes' : ''}`,
+    architectures: rows.map((r) => ({
+      key: r.key,
+      model: r.label,
+      arch: r.arch,
+      layers: r.layers,
+      emitted: { full: r.emitted.full, forward: r.emitted.forward, backward: r.emitted.backward },
+      kernels: { full: r.kernels.full, forward: r.kernels.forward, backward: r.kernels.backward },
+      kernelsByOp: r.kernels.byOp.full,
+    })),
+  };
+  mkdirSync(path.dirname(NODES_BASELINE), { recursive: true });
+  writeFileSync(NODES_BASELINE, JSON.stringify(base, null, 1) + '\n');
+  log(`wrote ${path.relative(ROOT, NODES_BASELINE)} (commit ${base.commit.slice(0, 7)}, src at ${base.srcCommit.slice(0, 7)})`);
+}
+
+function nodesMarkdown(rows: NodesRow[], base: NodesBaseline | null): string[] {
+  const out: string[] = [];
+  const ratios = nodeRatios(rows, base);
+  out.push('### Nodes per step (T 5, batch 1; forward / backward split by a forward-only graph of the same code)');
+  out.push('');
+  out.push(base ? `Baseline: bench/results/nodes-baseline.json, src at ${base.srcCommit.slice(0, 7)} (measured ${base.measuredAt.slice(0, 10)}). Ratio = today ÷ baseline; issue 18's goal is ≤ 0.5.` : 'No baseline (bench/results/nodes-baseline.json) to compare with.');
+  out.push('');
+  out.push('| model | family | layers | emitted: step (fwd + bwd) | per layer | onnxruntime kernels: step (fwd + bwd) | per layer | baseline kernels | × baseline (kernels) | × baseline (emitted) |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of rows) {
+    const q = ratios.find((x) => x.key === r.key)!;
+    const L = r.layers;
+    out.push(
+      `| ${r.key} (${r.label}) | ${r.arch} | ${L} | ${r.emitted.full} (${r.emitted.forward} + ${r.emitted.backward}) | ${fmt(r.emitted.full / L, 1)} (${fmt(r.emitted.forward / L, 1)} + ${fmt(r.emitted.backward / L, 1)}) | ${r.kernels.full} (${r.kernels.forward} + ${r.kernels.backward}) | ${fmt(r.kernels.full / L, 1)} (${fmt(r.kernels.forward / L, 1)} + ${fmt(r.kernels.backward / L, 1)}) | ${q.baseKernels ?? '–'} | ${fmt(q.kernels, 2)} | ${fmt(q.emitted, 2)} |`,
+    );
+  }
+  out.push('');
+  out.push('Emitted = ONNX nodes our builder writes that an output depends on; kernels = what onnxruntime runs after its graph optimisations (profiler kernel events of one run). Backward = step − forward, so it can show negative counts of an op onnxruntime fuses only when the backward does not share its parts (e.g. QuickGelu). Executed kernels by op type (step / forward / backward):');
+  out.push('');
+  for (const r of rows.filter((x) => x.key === 'A' || x.key === 'gpt2' || x.key === 'gemma2')) {
+    const ops = (o: Record<string, number>) => Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ');
+    out.push(`- ${r.key} step: ${ops(r.kernels.byOp.full)}`);
+    out.push(`- ${r.key} forward: ${ops(r.kernels.byOp.forward)}`);
+    out.push(`- ${r.key} backward: ${ops(r.kernels.byOp.backward)}`);
+  }
+  out.push('');
+  return out;
+}
+
+/** `--nodes-only`: the node counts alone (seconds), printed, and with --write-nodes-baseline committed as the baseline. */
+async function nodesOnly(): Promise<void> {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'llmf-bench-nodes-'));
+  try {
+    const fileA = path.join(tmp, 'configA.bin');
+    const fileB = path.join(tmp, 'configB.bin');
+    writeRandomLlama2c(fileA, CONFIG_A, 1);
+    writeRandomLlama2c(fileB, CONFIG_B, 2);
+    const rows = await countNodes(nodeModels(path.join(MODELS_DIR, 'stories260K.bin'), fileA, fileB));
+    if (WRITE_NODES_BASELINE) writeNodesBaseline(rows);
+    process.stdout.write(nodesMarkdown(rows, readNodesBaseline()).join('\n'));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Main
 
 interface Workload {
@@ -284,6 +432,7 @@ interface Workload {
 }
 
 async function main() {
+  if (NODES_ONLY) return nodesOnly();
   const results: Record<string, unknown> = { date: new Date().toISOString(), argv: process.argv.slice(2) };
   log('llm-features benchmark');
 
@@ -402,6 +551,23 @@ async function main() {
       raw.push({ w, torch, ours, check });
     }
 
+    // Batch 1, T 5, repeated: PyTorch and ours alternate on A and B, each in a fresh process, so every run's ratio
+    // compares two measurements taken seconds apart (issue 18: ≥ 2.5× in every one of 5 runs).
+    const batch1: { run: number; workload: string; torchMs: number | null; torchThreads: number | null; oursMs: number; torchForeign: number | null; oursForeign: number | null }[] = [];
+    for (let i = 1; i <= BATCH1_RUNS; i++) {
+      for (const w of workloads.filter((x) => x.name === 'A' || x.name === 'B')) {
+        log(`batch 1, T 5, run ${i} of ${BATCH1_RUNS}: ${w.name}`);
+        const torch = torchOk
+          ? await withForeign(() => pyChild<TorchOut>('torch_baseline.py', ['--model', w.file, '--T', '5', '--threads', '1,2', '--warmup', '3', '--reps', '10', '--wait-budget', String(budget(20))], pyEnv))
+          : null;
+        const ours = await withForeign(() => nodeChild<OursOut>('ours', ['--model', w.file, '--T', '5', '--batches', '1', '--warmup', '3', '--reps', '10', '--budget-ms', '8000', '--wait-budget-ms', String(budget(20) * 1000)]));
+        spendWait(((torch?.waitedMs ?? 0) + ours.waitedMs) / 1000);
+        const tr = torch?.results[0] ?? null;
+        const or = ours.results[0]!;
+        batch1.push({ run: i, workload: w.name, torchMs: tr?.stepMs ?? null, torchThreads: tr?.threads ?? null, oursMs: or.stepMs, torchForeign: tr?.foreignCpu ?? null, oursForeign: or.foreignCpu });
+      }
+    }
+
     // Where the time goes
     const profiles: (ProfileOut & { workload: string; foreignCpu: number | null })[] = [];
     const profileRuns: [Workload, number][] = [];
@@ -421,6 +587,11 @@ async function main() {
       profiles.push({ ...p, workload: w.name });
     }
     results.profiles = profiles;
+
+    // Nodes per step (issue 18), beside the committed baseline.
+    const nodeRows = await countNodes(nodeModels(stories, fileA, fileB));
+    const nodesBase = readNodesBaseline();
+    results.nodes = { rows: nodeRows, baseline: nodesBase ? { commit: nodesBase.commit, srcCommit: nodesBase.srcCommit, measuredAt: nodesBase.measuredAt } : null, ratios: nodeRatios(nodeRows, nodesBase) };
 
     // Memory: config A, blocks 1-2 vs 1-12, default vs --low-memory, each in a fresh process at its first step.
     log('memory: config A, blocks 1-2 / 1-12, default / --low-memory');
@@ -454,6 +625,23 @@ async function main() {
       };
     });
     results.memory = { probes: memory, summary: memSummary };
+
+    // The step's own working set besides the weights (config A), one process per (T, B).
+    const workset: (WorksetOut & { estimate: number })[] = [];
+    for (const T of TS) {
+      for (const B of WORKSET_BATCHES) {
+        log(`working set: config A, T ${T}, batch ${B}`);
+        const r = await nodeChild<WorksetOut>('workset', ['--model', fileA, '--T', String(T), '--B', String(B), '--steps', '2']);
+        workset.push({ ...r, estimate: keptActivationBytes(shapeOf(CONFIG_A), B, T) });
+      }
+    }
+    results.workset = workset;
+
+    // No growth over a long run: stories260K, batch 32, RSS every tenth of the run.
+    if (existsSync(stories)) {
+      log(`long run: stories260K, batch 32, ${GROWTH_STEPS} steps`);
+      results.growth = await nodeChild<GrowthOut>('growth', ['--model', stories, '--B', '32', '--T', '5', '--steps', String(GROWTH_STEPS), '--every', String(Math.max(1, Math.round(GROWTH_STEPS / 10)))]);
+    } else results.growth = null;
 
     // Start-up: command start (spawn) to the end of the first optimisation step, default settings, 3 runs each.
     const startup: Record<string, unknown>[] = [];
@@ -583,6 +771,60 @@ async function main() {
     }
     results.targets = targets;
 
+    // Issue 18: the batch sweep as shares of the measured limits, the repeated batch-1 runs, and its targets.
+    const packedBest = limits.ortPacked.best;
+    const sweep: { workload: string; T: number; B: number; stepMs: number; gflops: number; ofPacked: number; ofPeak: number; vsBound: number | null }[] = [];
+    for (const n of ['A', 'B']) {
+      const w = W(n);
+      for (const r of w?.rows.filter((x) => x.engine === 'llm-features') ?? []) {
+        const gflops = r.peakShare * peak;
+        sweep.push({ workload: n, T: r.T, B: r.B, stepMs: r.stepMs, gflops, ofPacked: gflops / packedBest, ofPeak: r.peakShare, vsBound: r.vsBound });
+      }
+    }
+    results.sweep = { packedBest, peak, rows: sweep };
+    const boundOf = (n: string) => W(n)?.bandwidthBoundMs ?? NaN;
+    const batch1Rows = batch1.map((b) => ({ ...b, ratio: b.torchMs === null ? null : b.torchMs / b.oursMs, vsBound: b.oursMs / boundOf(b.workload) }));
+    results.batch1 = { runs: BATCH1_RUNS, rows: batch1Rows };
+    const t18: { target: string; value: string; pass: boolean | null }[] = [];
+    const nr = results.nodes as { rows: NodesRow[]; ratios: ReturnType<typeof nodeRatios> };
+    for (const q of nr.ratios) {
+      const r = nr.rows.find((x) => x.key === q.key)!;
+      t18.push({ target: `nodes per step, ${q.key}: ≤ 0.5 × the baseline (onnxruntime kernels)`, value: `${r.kernels.full} vs ${q.baseKernels ?? '–'} kernels (${fmt(q.kernels, 2)}×); emitted ${r.emitted.full} vs ${q.baseEmitted ?? '–'} (${fmt(q.emitted, 2)}×)`, pass: q.kernels === null ? null : q.kernels <= 0.5 });
+    }
+    for (const n of ['A', 'B']) {
+      for (const T of TS) {
+        const rows = sweep.filter((x) => x.workload === n && x.T === T && x.B >= 32);
+        if (!rows.length) {
+          t18.push({ target: `${n}, T ${T}, batch ≥ 32: ≥ 90 % of onnxruntime's best prepacked MatMul`, value: 'not measured (--quick measures batch 1 and 8)', pass: null });
+          continue;
+        }
+        const worst = rows.reduce((a, b) => (b.ofPacked < a.ofPacked ? b : a));
+        t18.push({ target: `${n}, T ${T}, batch ≥ 32: ≥ 90 % of onnxruntime's best prepacked MatMul`, value: `${rows.map((x) => `B ${x.B}: ${fmt(100 * x.ofPacked, 0)} %`).join(', ')} of ${fmt(packedBest, 0)} GFLOP/s (lowest at B ${worst.B})`, pass: worst.ofPacked >= 0.9 });
+      }
+    }
+    for (const n of ['A', 'B']) {
+      const rows = batch1Rows.filter((x) => x.workload === n);
+      const ratios = rows.map((x) => x.ratio).filter((x): x is number => x !== null);
+      if (!rows.length || ratios.length < rows.length) {
+        t18.push({ target: `${n}, batch 1, T 5: ≥ 2.5× PyTorch in every one of ${Math.max(BATCH1_RUNS, 5)} runs`, value: !rows.length ? 'not run (--batch1-runs 0)' : 'PyTorch not available', pass: null });
+        continue;
+      }
+      const ok = ratios.filter((x) => x >= 2.5).length;
+      t18.push({ target: `${n}, batch 1, T 5: ≥ 2.5× PyTorch in every one of ${BATCH1_RUNS} runs`, value: `${ok} of ${rows.length} runs; ${ratios.map((x) => fmt(x, 2)).join(', ')} (min ${fmt(Math.min(...ratios), 2)}×)`, pass: ok < rows.length ? false : rows.length >= 5 ? true : null });
+    }
+    {
+      const rows = batch1Rows.filter((x) => x.workload === 'B');
+      const main = W('B')?.rows.find((x) => x.engine === 'llm-features' && x.T === 5 && x.B === 1);
+      const vs = rows.length ? median(rows.map((x) => x.vsBound)) : main?.vsBound ?? null;
+      const how = rows.length ? `median of ${rows.length} runs (${fmt(Math.min(...rows.map((x) => x.vsBound)), 2)}–${fmt(Math.max(...rows.map((x) => x.vsBound)), 2)})` : 'the sweep\'s batch-1 row';
+      t18.push({ target: 'B, batch 1, T 5: ≤ 1.15× the bandwidth bound', value: `${fmt(vs, 2)}× ${fmt(boundOf('B'), 1)} ms, ${how}`, pass: vs === null ? null : vs <= 1.15 });
+    }
+    const gr = results.growth as GrowthOut | null;
+    if (gr) {
+      t18.push({ target: `stories260K, batch 32: RSS growth < ${mib(GROWTH_LIMIT)} MiB from step ${gr.every} to step ${gr.steps}`, value: `${fmt(gr.growth.rss / 1024, 0)} KiB; slope ${fmt(gr.slopeKiBPer1000.rss, 0)} KiB per 1,000 steps`, pass: gr.growth.rss < GROWTH_LIMIT });
+    }
+    results.targets18 = t18;
+
     // The --batch default the measurements support: the smallest batch whose per-problem time at T 5 is within 10 %
     // of the best per-problem time measured, on both A and B.
     const suggest = (n: string) => {
@@ -693,16 +935,81 @@ function markdown(r: Record<string, unknown>, peak: number, peakSource: string, 
     );
   }
   out.push('');
+  out.push(...issue18Markdown(r));
   out.push('### Targets');
   out.push('');
   out.push('| target | measured | met |');
   out.push('| --- | --- | --- |');
   for (const t of r.targets as { target: string; value: string; pass: boolean | null }[]) out.push(`| ${t.target} | ${t.value} | ${t.pass === null ? '–' : t.pass ? 'yes' : '**no**'} |`);
   out.push('');
+  out.push('### Targets (issue 18: fewer, fused nodes per step)');
+  out.push('');
+  out.push('| target | measured | met |');
+  out.push('| --- | --- | --- |');
+  for (const t of r.targets18 as { target: string; value: string; pass: boolean | null }[]) out.push(`| ${t.target} | ${t.value} | ${t.pass === null ? '–' : t.pass ? 'met' : '**not met**'} |`);
+  out.push('');
   const s = r.batchSuggestion as Record<string, number | null>;
   out.push(`Smallest batch within 10 % of the best per-problem time at T 5: A ${s.A ?? '–'}, B ${s.B ?? '–'}, stories260K ${s.stories260K ?? '–'}.`);
   out.push('');
   return out.join('\n');
+}
+
+/** The measurements issue 18 added: weight-product share, nodes, the sweep against the limits, batch-1 runs, memory. */
+function issue18Markdown(r: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  out.push('### Share of kernel time in weight products (onnxruntime profiling, T 5)');
+  out.push('');
+  out.push('| workload | batch | weight products ms | share of kernel time | their GFLOP/s |');
+  out.push('| --- | --- | --- | --- | --- |');
+  for (const p of r.profiles as (ProfileOut & { workload: string })[]) {
+    out.push(`| ${p.workload} | ${p.B} | ${fmt(p.weightMatmulMs, 1)} | ${fmt((100 * p.weightMatmulMs) / p.kernelMs, 0)} % | ${fmt(p.weightMatmulGflops, 1)} |`);
+  }
+  out.push('');
+  const nodes = r.nodes as { rows: NodesRow[] };
+  out.push(...nodesMarkdown(nodes.rows, readNodesBaseline()));
+  const sw = r.sweep as { packedBest: number; peak: number; rows: { workload: string; T: number; B: number; stepMs: number; gflops: number; ofPacked: number; ofPeak: number; vsBound: number | null }[] };
+  out.push(`### Batch sweep as a share of the measured limits (onnxruntime prepacked MatMul best ${fmt(sw.packedBest, 1)} GFLOP/s; sgemm peak ${fmt(sw.peak, 1)} GFLOP/s)`);
+  out.push('');
+  out.push('| workload | T | batch | ms/step | GFLOP/s | % of onnxruntime prepacked best | % of sgemm peak | × bandwidth bound (batch 1) |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const x of sw.rows) out.push(`| ${x.workload} | ${x.T} | ${x.B} | ${fmt(x.stepMs, 1)} | ${fmt(x.gflops, 1)} | ${fmt(100 * x.ofPacked, 0)} % | ${fmt(100 * x.ofPeak, 0)} % | ${fmt(x.vsBound, 2)} |`);
+  out.push('');
+  out.push('GFLOP/s counts the weight products and the attention products only (bench/common.ts stepFlops), so a share is of the matrix work the step must do.');
+  out.push('');
+  const b1 = r.batch1 as { runs: number; rows: { run: number; workload: string; torchMs: number | null; torchThreads: number | null; oursMs: number; ratio: number | null; vsBound: number; torchForeign: number | null; oursForeign: number | null }[] };
+  if (b1.rows.length) {
+    out.push(`### Batch 1, T 5, repeated ${b1.runs} times (PyTorch and llm-features alternating, each a fresh process)`);
+    out.push('');
+    out.push('| run | workload | PyTorch ms/step (threads) | llm-features ms/step | × PyTorch | × bandwidth bound | other procs CPU (PyTorch / ours) |');
+    out.push('| --- | --- | --- | --- | --- | --- | --- |');
+    for (const x of b1.rows) out.push(`| ${x.run} | ${x.workload} | ${fmt(x.torchMs, 1)} (${x.torchThreads ?? '–'}) | ${fmt(x.oursMs, 1)} | ${fmt(x.ratio, 2)} | ${fmt(x.vsBound, 2)} | ${fmt(100 * (x.torchForeign ?? NaN), 0)} % / ${fmt(100 * (x.oursForeign ?? NaN), 0)} % |`);
+    for (const n of ['A', 'B']) {
+      const rs = b1.rows.filter((x) => x.workload === n && x.ratio !== null).map((x) => x.ratio!);
+      if (rs.length) out.push(`| min | ${n} | | | ${fmt(Math.min(...rs), 2)} | | |`);
+    }
+    out.push('');
+  }
+  const ws = r.workset as (WorksetOut & { estimate: number })[];
+  out.push('### Step working set besides weights (config A; one process per row)');
+  out.push('');
+  out.push('Peak RSS during 2 steps − RSS once the session is created (weights mapped and prepacked), less file-backed pages the steps touched first (checkpoint pages read in place, onnxruntime code): activations, gradients, onnxruntime\'s arena, outputs. Estimate = every forward intermediate a Llama block\'s backward could need, kept for all 12 blocks (bench/common.ts keptActivationBytes).');
+  out.push('');
+  out.push('| T | batch | working set MiB | per token KiB | retained after the steps MiB | file-backed pages touched MiB | estimate of kept activations MiB | working set ÷ estimate |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const x of ws) out.push(`| ${x.T} | ${x.B} | ${fmt(x.workingSet / MiB, 1)}${x.hwmReset ? '' : ' (peak not reset)'} | ${fmt(x.workingSet / 1024 / (x.B * x.T), 0)} | ${fmt(x.retained / MiB, 1)} | ${fmt(x.fileTouched / MiB, 1)} | ${fmt(x.estimate / MiB, 1)} | ${fmt(x.workingSet / x.estimate, 2)} |`);
+  out.push('');
+  const g = r.growth as GrowthOut | null;
+  if (g) {
+    out.push(`### Long run: stories260K, batch ${g.B}, T ${g.T}, ${g.steps} steps (${fmt(g.msPerStep, 2)} ms/step; memory after a full GC every ${g.every} steps)`);
+    out.push('');
+    out.push('| step | RSS MiB | anonymous MiB | V8 heap used MiB | external + ArrayBuffers MiB |');
+    out.push('| --- | --- | --- | --- | --- |');
+    for (const x of g.samples) out.push(`| ${x.step} | ${fmt(x.rss / MiB, 1)} | ${fmt(x.rssAnon / MiB, 1)} | ${fmt(x.heapUsed / MiB, 1)} | ${fmt(x.external / MiB, 1)} |`);
+    out.push('');
+    out.push(`Growth from the first sample (the end of warm-up) to the last: RSS ${fmt(g.growth.rss / 1024, 0)} KiB, anonymous ${fmt(g.growth.rssAnon / 1024, 0)} KiB, V8 heap ${fmt(g.growth.heapUsed / 1024, 0)} KiB; least-squares slope of RSS ${fmt(g.slopeKiBPer1000.rss, 0)} KiB per 1,000 steps (threshold: < ${mib(GROWTH_LIMIT)} MiB over the run).`);
+    out.push('');
+  }
+  return out;
 }
 
 main().catch((e: unknown) => {
