@@ -821,7 +821,10 @@ async function main() {
     }
     const gr = results.growth as GrowthOut | null;
     if (gr) {
-      t18.push({ target: `stories260K, batch 32: RSS growth < ${mib(GROWTH_LIMIT)} MiB from step ${gr.every} to step ${gr.steps}`, value: `${fmt(gr.growth.rss / 1024, 0)} KiB; slope ${fmt(gr.slopeKiBPer1000.rss, 0)} KiB per 1,000 steps`, pass: gr.growth.rss < GROWTH_LIMIT });
+      // RSS wanders by a few MiB as onnxruntime and glibc take and return pages; the least-squares line through all
+      // samples after warm-up is steadier than two end points, so the target reads its rise over the run.
+      const fitted = (gr.slopeKiBPer1000.rss * 1024 * (gr.steps - gr.every)) / 1000;
+      t18.push({ target: `stories260K, batch 32: RSS rises < ${mib(GROWTH_LIMIT)} MiB from step ${gr.every} to step ${gr.steps} (least-squares line)`, value: `${fmt(fitted / 1024, 0)} KiB fitted (slope ${fmt(gr.slopeKiBPer1000.rss, 0)} KiB per 1,000 steps); last − first sample ${fmt(gr.growth.rss / 1024, 0)} KiB`, pass: fitted < GROWTH_LIMIT });
     }
     results.targets18 = t18;
 
@@ -1006,7 +1009,7 @@ function issue18Markdown(r: Record<string, unknown>): string[] {
     out.push('| --- | --- | --- | --- | --- |');
     for (const x of g.samples) out.push(`| ${x.step} | ${fmt(x.rss / MiB, 1)} | ${fmt(x.rssAnon / MiB, 1)} | ${fmt(x.heapUsed / MiB, 1)} | ${fmt(x.external / MiB, 1)} |`);
     out.push('');
-    out.push(`Growth from the first sample (the end of warm-up) to the last: RSS ${fmt(g.growth.rss / 1024, 0)} KiB, anonymous ${fmt(g.growth.rssAnon / 1024, 0)} KiB, V8 heap ${fmt(g.growth.heapUsed / 1024, 0)} KiB; least-squares slope of RSS ${fmt(g.slopeKiBPer1000.rss, 0)} KiB per 1,000 steps (threshold: < ${mib(GROWTH_LIMIT)} MiB over the run).`);
+    out.push(`Growth from the first sample (the end of warm-up) to the last: RSS ${fmt(g.growth.rss / 1024, 0)} KiB, anonymous ${fmt(g.growth.rssAnon / 1024, 0)} KiB, V8 heap ${fmt(g.growth.heapUsed / 1024, 0)} KiB; least-squares slope of RSS ${fmt(g.slopeKiBPer1000.rss, 0)} KiB per 1,000 steps (threshold: the fitted line rises < ${mib(GROWTH_LIMIT)} MiB from the first sample to the last).`);
     out.push('');
   }
   return out;
