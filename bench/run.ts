@@ -626,13 +626,16 @@ async function main() {
     });
     results.memory = { probes: memory, summary: memSummary };
 
-    // The step's own working set besides the weights (config A), one process per (T, B).
-    const workset: (WorksetOut & { estimate: number })[] = [];
-    for (const T of TS) {
-      for (const B of WORKSET_BATCHES) {
-        log(`working set: config A, T ${T}, batch ${B}`);
-        const r = await nodeChild<WorksetOut>('workset', ['--model', fileA, '--T', String(T), '--B', String(B), '--steps', '2']);
-        workset.push({ ...r, estimate: keptActivationBytes(shapeOf(CONFIG_A), B, T) });
+    // The step's own working set besides the weights, one process per (T, B): config A at T 5 and 8, config B at T 5
+    // (its steps are ~2.5× A's, so one T keeps the rows to about a minute).
+    const workset: (WorksetOut & { workload: string; estimate: number })[] = [];
+    for (const [name, file, spec, Ts] of [['A', fileA, CONFIG_A, TS], ['B', fileB, CONFIG_B, [5]]] as const) {
+      for (const T of Ts) {
+        for (const B of WORKSET_BATCHES) {
+          log(`working set: config ${name}, T ${T}, batch ${B}`);
+          const r = await nodeChild<WorksetOut>('workset', ['--model', file, '--T', String(T), '--B', String(B), '--steps', '2']);
+          workset.push({ ...r, workload: name, estimate: keptActivationBytes(shapeOf(spec), B, T) });
+        }
       }
     }
     results.workset = workset;
@@ -992,14 +995,14 @@ function issue18Markdown(r: Record<string, unknown>): string[] {
     }
     out.push('');
   }
-  const ws = r.workset as (WorksetOut & { estimate: number })[];
-  out.push('### Step working set besides weights (config A; one process per row)');
+  const ws = r.workset as (WorksetOut & { workload: string; estimate: number })[];
+  out.push('### Step working set besides weights (configs A and B; one process per row)');
   out.push('');
-  out.push('Peak RSS during 2 steps − RSS once the session is created (weights mapped and prepacked), less file-backed pages the steps touched first (checkpoint pages read in place, onnxruntime code): activations, gradients, onnxruntime\'s arena, outputs. Estimate = every forward intermediate a Llama block\'s backward could need, kept for all 12 blocks (bench/common.ts keptActivationBytes).');
+  out.push('Peak RSS during 2 steps − RSS once the session is created (weights mapped and prepacked), less file-backed pages the steps touched first (checkpoint pages read in place, onnxruntime code): activations, gradients, onnxruntime\'s arena, outputs. Estimate = every forward intermediate a Llama block\'s backward could need, kept for all blocks (bench/common.ts keptActivationBytes).');
   out.push('');
-  out.push('| T | batch | working set MiB | per token KiB | retained after the steps MiB | file-backed pages touched MiB | estimate of kept activations MiB | working set ÷ estimate |');
-  out.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
-  for (const x of ws) out.push(`| ${x.T} | ${x.B} | ${fmt(x.workingSet / MiB, 1)}${x.hwmReset ? '' : ' (peak not reset)'} | ${fmt(x.workingSet / 1024 / (x.B * x.T), 0)} | ${fmt(x.retained / MiB, 1)} | ${fmt(x.fileTouched / MiB, 1)} | ${fmt(x.estimate / MiB, 1)} | ${fmt(x.workingSet / x.estimate, 2)} |`);
+  out.push('| workload | T | batch | working set MiB | per token KiB | retained after the steps MiB | file-backed pages touched MiB | estimate of kept activations MiB | working set ÷ estimate |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const x of ws) out.push(`| ${x.workload} | ${x.T} | ${x.B} | ${fmt(x.workingSet / MiB, 1)}${x.hwmReset ? '' : ' (peak not reset)'} | ${fmt(x.workingSet / 1024 / (x.B * x.T), 0)} | ${fmt(x.retained / MiB, 1)} | ${fmt(x.fileTouched / MiB, 1)} | ${fmt(x.estimate / MiB, 1)} | ${fmt(x.workingSet / x.estimate, 2)} |`);
   out.push('');
   const g = r.growth as GrowthOut | null;
   if (g) {
