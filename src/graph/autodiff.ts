@@ -28,10 +28,13 @@ export function grad(y: Value, wrt: Value[], seed?: Value): Value[] {
     // The tape is in creation order, which is a topological order; walk it backwards.
     for (let i = g.tape.length - 1; i >= 0; i--) {
       const entry = g.tape[i]!;
-      const gy = grads.get(entry.output.name);
-      if (!gy) continue;
+      const moreGys = entry.more.map((v) => grads.get(v.name) ?? null);
+      let gy = grads.get(entry.output.name);
+      if (!gy && moreGys.every((d) => !d)) continue;
+      // A multi-output op whose first output got no gradient: that output's gradient is zero.
+      gy ??= expand(g.scalar(0), entry.output.shape);
       const rule = OPS[entry.op].vjp!;
-      const dins = rule(gy, entry.inputs, entry.output, entry.attrs);
+      const dins = rule(gy, entry.inputs, entry.output, entry.attrs, entry.saved, moreGys);
       entry.inputs.forEach((x, k) => {
         const d = dins[k];
         if (d && x.requiresGrad) accumulate(x, d);

@@ -28,6 +28,10 @@ export interface TapeEntry {
   inputs: Value[];
   output: Value;
   attrs: Attrs;
+  /** What the op's emit rule saved for its VJP (see OpDef.saved). */
+  saved: Value[];
+  /** A multi-output op's outputs after the first (see OpDef.more). */
+  more: Value[];
 }
 
 const ONNX_TYPE: Record<ElemType, number> = {
@@ -47,9 +51,26 @@ const ONNX_TYPE: Record<ElemType, number> = {
  */
 export type Target = 'cpu' | 'webgpu';
 
+/** Which op application wrote a value: its node(s) are g.nodes[nodeIndex, nodeIndex + nodeCount). */
+export interface Producer {
+  op: OpName;
+  inputs: Value[];
+  nodeIndex: number;
+  nodeCount: number;
+  /** Set when a later fused rule has taken the node over (it must not be taken twice). */
+  absorbed?: boolean;
+}
+
 export class Graph {
   readonly float: 'float32' | 'float64';
   readonly target: Target;
+  /**
+   * Whether model code may combine weights in the graph — concatenate q/k/v (and gate/up) into one product, multiply
+   * a norm's gain into the matrices after it. onnxruntime folds such weight-only nodes once at session creation, so a
+   * step runs fewer, larger products; the folded copies are anonymous memory, which is why `--low-memory` (weights
+   * left file-backed and shared) and the WebGPU target (where folding would not happen on the CPU) turn it off.
+   */
+  readonly foldWeights: boolean;
   // The ONNX protobuf types stay inside the package: members typed with them are @internal (stripped from the
   // published declarations, which therefore compile in a consumer without onnx-proto's types).
   /** @internal */
@@ -65,9 +86,18 @@ export class Graph {
   private readonly constCache = new Map<string, Value>();
   private readonly external = new Map<O.ITensorProto, ExternalLocation>();
 
-  constructor(opts: { float?: 'float32' | 'float64'; target?: Target } = {}) {
+  /** Which op application wrote each value, and where its node sits (for fused rules that absorb their input's node). */
+  private readonly producers = new Map<string, Producer>();
+
+  constructor(opts: { float?: 'float32' | 'float64'; target?: Target; foldWeights?: boolean } = {}) {
     this.float = opts.float ?? 'float32';
     this.target = opts.target ?? 'cpu';
+    this.foldWeights = opts.foldWeights ?? this.target === 'cpu';
+  }
+
+  /** The op application that produced `v` (null for inputs, weights and constants). */
+  producerOf(v: Value): Producer | null {
+    return this.producers.get(v.name) ?? null;
   }
 
   fresh(prefix = 'v'): string {
@@ -145,6 +175,16 @@ export class Graph {
     return new Value(this, out, v.shape, to, false);
   }
 
+  /** Replace node `index` by another (a fused rule absorbing the node that produced its input); same name scheme. */
+  replaceNode(index: number, opType: string, inputs: string[], outputs: string[], attrs: Record<string, RawAttr>, domain: string): void {
+    const before = this.nodes.length;
+    this.node(opType, inputs, outputs, attrs, domain);
+    const node = this.nodes.pop()!;
+    node.name = `${opType}_${index}`;
+    this.nodes[index] = node;
+    if (this.nodes.length !== before) throw new Error('replaceNode: node count changed');
+  }
+
   /** Emit one raw ONNX node. Op rules use this; model code should use the functions in ops.ts. */
   node(opType: string, inputs: string[], outputs: string[], attrs: Record<string, RawAttr> = {}, domain = ''): void {
     const attribute: O.IAttributeProto[] = Object.entries(attrs).map(([name, a]) => {
@@ -159,6 +199,11 @@ export class Graph {
 
   /** Apply an op from the table: check shapes, emit its nodes, tape it when it is on a gradient path. */
   apply(op: OpName, inputs: Value[], attrs: Attrs = {}): Value {
+    return this.applyAll(op, inputs, attrs)[0]!;
+  }
+
+  /** `apply` for an op with several outputs (split): all of them, in order. */
+  applyAll(op: OpName, inputs: Value[], attrs: Attrs = {}): Value[] {
     for (const x of inputs) {
       if (x.graph !== this) throw new Error(`${op}: operand ${x.name} belongs to another graph`);
     }
@@ -170,9 +215,14 @@ export class Graph {
     }
     const requiresGrad = onGradPath && def.vjp !== undefined;
     const out = new Value(this, this.fresh(), shape, dtype, requiresGrad);
-    def.emit(this, inputs, attrs, out.name);
-    if (requiresGrad) this.tape.push({ op, inputs, output: out, attrs });
-    return out;
+    const more = (def.more?.(inputs, attrs) ?? []).map((s) => new Value(this, this.fresh(), s.shape, s.dtype, requiresGrad));
+    const saved = (def.saved?.(inputs, attrs) ?? []).map((s) => new Value(this, this.fresh(), s.shape, s.dtype, false));
+    const nodeIndex = this.nodes.length;
+    def.emit(this, inputs, attrs, out.name, saved.map((v) => v.name), more.map((v) => v.name));
+    const record: Producer = { op, inputs, nodeIndex, nodeCount: this.nodes.length - nodeIndex };
+    for (const v of [out, ...more]) this.producers.set(v.name, record);
+    if (requiresGrad) this.tape.push({ op, inputs, output: out, attrs, saved, more });
+    return [out, ...more];
   }
 
   /** Serialise to an ONNX model (IR 8, opset 18 + com.microsoft 1).

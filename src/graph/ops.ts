@@ -14,9 +14,19 @@ export type Attrs = Record<string, number | number[] | boolean | undefined>;
 
 export interface OpDef {
   shape(inputs: Value[], attrs: Attrs): { shape: number[]; dtype: ElemType };
-  emit(g: Graph, inputs: Value[], attrs: Attrs, out: string): void;
-  /** Gradients for each input given the output's upstream gradient `gy` (null: no gradient needed/defined). */
-  vjp?(gy: Value, inputs: Value[], out: Value, attrs: Attrs): (Value | null)[];
+  /**
+   * Intermediate results a fused op's emit rule writes besides its output, for its VJP (a norm's 1/rms, SwiGLU's
+   * sigmoid): the backward reads them instead of recomputing them, which is what makes the fused form shorter.
+   */
+  saved?(inputs: Value[], attrs: Attrs): { shape: number[]; dtype: ElemType }[];
+  /** A multi-output op's outputs after the first (`shape` gives the first). */
+  more?(inputs: Value[], attrs: Attrs): { shape: number[]; dtype: ElemType }[];
+  emit(g: Graph, inputs: Value[], attrs: Attrs, out: string, saved: string[], more: string[]): void;
+  /**
+   * Gradients for each input given the output's upstream gradient `gy` (null: no gradient needed/defined); a
+   * multi-output op also gets its other outputs' gradients (null where an output got none).
+   */
+  vjp?(gy: Value, inputs: Value[], out: Value, attrs: Attrs, saved: Value[], moreGys: (Value | null)[]): (Value | null)[];
   zeroGrad?: boolean;
 }
 
@@ -53,6 +63,19 @@ export function unbroadcast(grad: Value, shape: readonly number[]): Value {
   return sameShape(summed.shape, shape) ? summed : reshape(summed, shape);
 }
 
+/** The last two dimensions of a matrix operand, swapped when it enters a product transposed. */
+function lastTwo(x: Value, trans: boolean): [number, number] {
+  const [r, c] = x.shape.slice(-2) as [number, number];
+  return trans ? [c, r] : [r, c];
+}
+
+/** The permutation that swaps the last two of `rank` axes. */
+function swapPerm(rank: number): number[] {
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  [perm[rank - 2], perm[rank - 1]] = [rank - 1, rank - 2];
+  return perm;
+}
+
 function simple(onnxOp: string) {
   return (g: Graph, ins: Value[], _a: Attrs, out: string) => g.node(onnxOp, ins.map((x) => x.name), [out]);
 }
@@ -63,7 +86,8 @@ function simple(onnxOp: string) {
 export type OpName =
   | 'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'sqrt' | 'tanh' | 'erf' | 'sigmoid' | 'abs' | 'sign'
   | 'matmul' | 'linear' | 'reduceSum' | 'reduceMean' | 'reshape' | 'transpose' | 'expand' | 'softmax'
-  | 'concat' | 'slice' | 'pad' | 'gather' | 'greaterMask' | 'topkMask';
+  | 'concat' | 'slice' | 'pad' | 'gather' | 'greaterMask' | 'topkMask'
+  | 'split' | 'rmsnorm' | 'layernorm' | 'rope' | 'swiglu';
 
 export const OPS: Record<OpName, OpDef> = {
   add: {
@@ -131,22 +155,52 @@ export const OPS: Record<OpName, OpDef> = {
     zeroGrad: true,
   },
 
-  /** Batched matrix product with broadcast batch dimensions (both operands rank ≥ 2). */
+  /**
+   * Batched matrix product with broadcast batch dimensions (both operands rank ≥ 2): α · op(a) @ op(b), op = the
+   * last two axes swapped where transA / transB say so. The attention products use the flags so that neither K nor
+   * the gradients need a Transpose node and the 1/√d scale costs no Mul: onnxruntime's FusedMatMul does all of it in
+   * one kernel (float32 and float64 on the CPU); the WebGPU provider has no FusedMatMul, so there the flags become
+   * explicit Transpose and Mul nodes.
+   */
   matmul: {
-    shape: ([a, b]) => {
+    shape: ([a, b], attrs) => {
       if (a!.rank < 2 || b!.rank < 2) throw new Error(`matmul: operands must have rank ≥ 2: ${a} @ ${b}`);
-      const [m, k] = a!.shape.slice(-2) as [number, number];
-      const [k2, n] = b!.shape.slice(-2) as [number, number];
-      if (k !== k2) throw new Error(`matmul: inner dimensions differ: ${a} @ ${b}`);
+      const [m, k] = lastTwo(a!, !!attrs.transA);
+      const [k2, n] = lastTwo(b!, !!attrs.transB);
+      if (k !== k2) throw new Error(`matmul: inner dimensions differ: ${a} @ ${b} (transA=${!!attrs.transA}, transB=${!!attrs.transB})`);
       if (a!.dtype !== b!.dtype) throw new Error(`matmul: dtype mismatch ${a} vs ${b}`);
       const batch = broadcastShapes(a!.shape.slice(0, -2), b!.shape.slice(0, -2), 'matmul');
       return { shape: [...batch, m, n], dtype: a!.dtype };
     },
-    emit: simple('MatMul'),
-    vjp: (gy, [a, b]) => [
-      a!.requiresGrad ? unbroadcast(matmul(gy, swapLast(b!)), a!.shape) : null,
-      b!.requiresGrad ? unbroadcast(matmul(swapLast(a!), gy), b!.shape) : null,
-    ],
+    emit: (g, [a, b], attrs, out) => {
+      const alpha = (attrs.alpha as number | undefined) ?? 1;
+      if (!attrs.transA && !attrs.transB && alpha === 1) return g.node('MatMul', [a!.name, b!.name], [out]);
+      if (g.target !== 'webgpu') {
+        return g.node('FusedMatMul', [a!.name, b!.name], [out], { transA: { int: attrs.transA ? 1 : 0 }, transB: { int: attrs.transB ? 1 : 0 }, alpha: { float: alpha } }, 'com.microsoft');
+      }
+      const swapped = (x: Value) => {
+        const t = g.fresh();
+        g.node('Transpose', [x.name], [t], { perm: { ints: swapPerm(x.rank) } });
+        return t;
+      };
+      const lhs = attrs.transA ? swapped(a!) : a!.name;
+      const rhs = attrs.transB ? swapped(b!) : b!.name;
+      if (alpha === 1) return g.node('MatMul', [lhs, rhs], [out]);
+      const prod = g.fresh();
+      g.node('MatMul', [lhs, rhs], [prod]);
+      g.node('Mul', [prod, g.constant([alpha], [], a!.dtype).name], [out]);
+    },
+    // C = α·op(A)·op(B): each operand's gradient is again one α-scaled product of gy with the other operand, the
+    // flags arranged so that no operand is transposed on its own.
+    vjp: (gy, [a, b], _out, attrs) => {
+      const alpha = (attrs.alpha as number | undefined) ?? 1;
+      const tA = !!attrs.transA;
+      const tB = !!attrs.transB;
+      const mm = (x: Value, y: Value, transA: boolean, transB: boolean) => matmul(x, y, { transA, transB, alpha });
+      const da = !a!.requiresGrad ? null : tA ? mm(b!, gy, tB, true) : mm(gy, b!, false, !tB);
+      const db = !b!.requiresGrad ? null : tB ? mm(gy, a!, true, tA) : mm(a!, gy, !tA, false);
+      return [da && unbroadcast(da, a!.shape), db && unbroadcast(db, b!.shape)];
+    },
   },
 
   /**
@@ -291,6 +345,23 @@ export const OPS: Record<OpName, OpDef> = {
       return [pad(gy, before, after)];
     },
   },
+  /** x cut along one axis into consecutive parts of the given sizes: one Split node for what would be several Slices. */
+  split: {
+    shape: ([x], attrs) => splitShapes(x!, attrs)[0]!,
+    more: ([x], attrs) => splitShapes(x!, attrs).slice(1),
+    emit: (g, [x], attrs, out, _saved, more) =>
+      g.node('Split', [x!.name, g.ints(attrs.sizes as number[]).name], [out, ...more], { axis: { int: attrs.axis as number } }),
+    vjp: (gy, [x], _o, attrs, _saved, moreGys) => {
+      const axis = normAxis(attrs.axis as number, x!.rank, 'split');
+      const parts = [gy, ...moreGys].map((d, i) => {
+        if (d) return d;
+        const shape = [...x!.shape];
+        shape[axis] = (attrs.sizes as number[])[i]!;
+        return expand(gy.graph.scalar(0), shape);
+      });
+      return [concat(parts, axis)];
+    },
+  },
   pad: {
     shape: ([x], attrs) => ({
       shape: x!.shape.map((d, i) => d + (attrs.before as number[])[i]! + (attrs.after as number[])[i]!),
@@ -349,7 +420,162 @@ export const OPS: Record<OpName, OpDef> = {
     },
     zeroGrad: true,
   },
+  // -------------------------------------------------------------------------------------------------------------
+  // Fused ops: one onnxruntime kernel forward where it has one, and a VJP written directly (shorter than the
+  // derivative of their parts, and reading what the forward saved). Each is checked against its unfused composite.
+
+  /**
+   * RMSNorm over the last axis: w ⊙ x / √(mean(x²) + ε). Forward: onnxruntime's SimplifiedLayerNormalization (one
+   * kernel, which also returns r = 1/√(mean(x²) + ε) for the backward). Its statistics output is float32-only, so a
+   * float64 graph (the gradient tests) writes the same two results from primitives; so does the WebGPU target.
+   * Backward, with x̂ = x·r and gw = gy ⊙ w: dx = r ⊙ (gw − x̂ ⊙ mean(gw ⊙ x̂)).
+   */
+  rmsnorm: {
+    shape: ([x, w]) => {
+      if (w!.rank !== 1 || w!.shape[0] !== x!.shape[x!.rank - 1]) throw new Error(`rmsnorm: weight ${w} does not match ${x}`);
+      return { shape: [...x!.shape], dtype: floatOf(x!, 'rmsnorm') };
+    },
+    saved: ([x]) => [{ shape: [...x!.shape.slice(0, -1), 1], dtype: x!.dtype }],
+    emit: (g, [x, w], attrs, out, [r]) => {
+      const eps = attrs.eps as number;
+      // The WebGPU provider runs SimplifiedLayerNormalization but fills its 1/rms output wrongly (gradients 100 % off
+      // on SwiftShader, test/webgpu.test.ts), so there the primitives below write it, as in float64 graphs.
+      if (g.float === 'float32' && g.target === 'cpu') {
+        // The residual add that produced x (h = x + branch, then norm(h)) and the norm are one kernel on the CPU:
+        // SkipSimplifiedLayerNormalization also returns the sum, under the add's own name, for its other readers.
+        const p = g.producerOf(x!);
+        // The fused node takes the add's place, so the gain must already exist there (Gemma's 1 + w is made later).
+        const gainAt = g.producerOf(w!)?.nodeIndex ?? -1;
+        if (p && p.op === 'add' && !p.absorbed && p.nodeCount === 1 && gainAt < p.nodeIndex && p.inputs.every((v) => sameShape(v.shape, x!.shape))) {
+          p.absorbed = true;
+          return g.replaceNode(p.nodeIndex, 'SkipSimplifiedLayerNormalization', [p.inputs[0]!.name, p.inputs[1]!.name, w!.name], [out, '', r!, x!.name], { epsilon: { float: eps } }, 'com.microsoft');
+        }
+        return g.node('SimplifiedLayerNormalization', [x!.name, w!.name], [out, r!], { axis: { int: -1 }, epsilon: { float: eps }, stash_type: { int: 1 } });
+      }
+      const [sq, ms, shifted, rms, xr] = [g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+      g.node('Mul', [x!.name, x!.name], [sq]);
+      g.node('ReduceMean', [sq, g.ints([-1]).name], [ms], { keepdims: { int: 1 } });
+      g.node('Add', [ms, g.constant([eps], [], x!.dtype).name], [shifted]);
+      g.node('Sqrt', [shifted], [rms]);
+      g.node('Reciprocal', [rms], [r!]);
+      g.node('Mul', [x!.name, r!], [xr]);
+      g.node('Mul', [xr, w!.name], [out]);
+    },
+    // `unit`: the gain is all ones (model code moved it into the matrices that read the norm), so the output is x̂
+    // itself and gw = gy — two products fewer.
+    vjp: (gy, [x, w], out, attrs, [r]) => {
+      const xhat = attrs.unit ? out : mul(x!, r!);
+      const gw = attrs.unit ? gy : mul(gy, w!);
+      const dx = x!.requiresGrad ? mul(r!, sub(gw, mul(xhat, reduceMean(mul(gw, xhat), [-1], true)))) : null;
+      const dw = w!.requiresGrad ? unbroadcast(mul(gy, xhat), w!.shape) : null;
+      return [dx, dw];
+    },
+  },
+
+  /**
+   * LayerNorm over the last axis: w ⊙ (x − μ) / √(var + ε) + b. Forward: ONNX LayerNormalization (opset 17; one kernel
+   * that also returns μ and r = 1/√(var + ε)); float64 graphs write the same from primitives (its statistics outputs
+   * are float32-only). Backward, with x̂ = (x − μ)·r, gw = gy ⊙ w: dx = r ⊙ (gw − mean(gw) − x̂ ⊙ mean(gw ⊙ x̂)).
+   */
+  layernorm: {
+    shape: ([x, w, b]) => {
+      const d = x!.shape[x!.rank - 1];
+      if (w!.rank !== 1 || w!.shape[0] !== d || b!.rank !== 1 || b!.shape[0] !== d) throw new Error(`layernorm: ${w} / ${b} do not match ${x}`);
+      return { shape: [...x!.shape], dtype: floatOf(x!, 'layernorm') };
+    },
+    saved: ([x]) => {
+      const stat = { shape: [...x!.shape.slice(0, -1), 1], dtype: x!.dtype };
+      return [stat, stat];
+    },
+    emit: (g, [x, w, b], attrs, out, [mu, r]) => {
+      const eps = attrs.eps as number;
+      if (g.float === 'float32') {
+        return g.node('LayerNormalization', [x!.name, w!.name, b!.name], [out, mu!, r!], { axis: { int: -1 }, epsilon: { float: eps }, stash_type: { int: 1 } });
+      }
+      const [c, sq, v, shifted, sd, xr, scaled] = [g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+      const axes = g.ints([-1]).name;
+      g.node('ReduceMean', [x!.name, axes], [mu!], { keepdims: { int: 1 } });
+      g.node('Sub', [x!.name, mu!], [c]);
+      g.node('Mul', [c, c], [sq]);
+      g.node('ReduceMean', [sq, axes], [v], { keepdims: { int: 1 } });
+      g.node('Add', [v, g.constant([eps], [], x!.dtype).name], [shifted]);
+      g.node('Sqrt', [shifted], [sd]);
+      g.node('Reciprocal', [sd], [r!]);
+      g.node('Mul', [c, r!], [xr]);
+      g.node('Mul', [xr, w!.name], [scaled]);
+      g.node('Add', [scaled, b!.name], [out]);
+    },
+    vjp: (gy, [x, w, b], _out, _attrs, [mu, r]) => {
+      const xhat = mul(sub(x!, mu!), r!);
+      let dx: Value | null = null;
+      if (x!.requiresGrad) {
+        const gw = mul(gy, w!);
+        const centred = sub(gw, reduceMean(gw, [-1], true));
+        dx = mul(r!, sub(centred, mul(xhat, reduceMean(mul(gw, xhat), [-1], true))));
+      }
+      return [dx, w!.requiresGrad ? unbroadcast(mul(gy, xhat), w!.shape) : null, b!.requiresGrad ? unbroadcast(gy, b!.shape) : null];
+    },
+  },
+
+  /**
+   * Rotary positions on x [B, heads, T, hd] from half-width tables cos, sin [T, rd/2] (rd ≤ hd: the first rd dimensions
+   * rotate, the rest pass through): pair i = (2i, 2i+1) when `interleaved` (GGUF), else (i, i + rd/2) (Hugging Face).
+   * One com.microsoft RotaryEmbedding kernel, float32 only (llama.ts's `rope` keeps the dense form for float64). The
+   * rotation is orthogonal, so its VJP is the same kernel with −sin: the rotation by −θ.
+   */
+  rope: {
+    shape: ([x, cos, sin]) => {
+      if (x!.rank !== 4) throw new Error(`rope: expects [B, heads, T, hd], got ${x}`);
+      const [T, hd] = x!.shape.slice(2) as [number, number];
+      if (cos!.rank !== 2 || cos!.shape[0] !== T || 2 * cos!.shape[1]! > hd || !sameShape(cos!.shape, sin!.shape)) {
+        throw new Error(`rope: tables ${cos} / ${sin} do not fit ${x}`);
+      }
+      if (x!.dtype !== 'float32') throw new Error('rope: the fused kernel is float32 only');
+      return { shape: [...x!.shape], dtype: x!.dtype };
+    },
+    emit: (g, [x, cos, sin], attrs, out) => {
+      const rd = 2 * cos!.shape[1]!;
+      const hd = x!.shape[3]!;
+      g.node('RotaryEmbedding', [x!.name, g.ints([0]).name, cos!.name, sin!.name], [out], {
+        interleaved: { int: attrs.interleaved ? 1 : 0 },
+        ...(rd < hd ? { rotary_embedding_dim: { int: rd }, num_heads: { int: x!.shape[1]! } } : {}),
+      }, 'com.microsoft');
+    },
+    vjp: (gy, [, cos, sin], _out, attrs) => [gy.graph.apply('rope', [gy, cos!, neg(sin!)], attrs), null, null],
+  },
+
+  /**
+   * SwiGLU, silu(gate) ⊙ up, saving σ(gate) and silu(gate) for the backward:
+   * d up = gy ⊙ silu;  d gate = gy ⊙ up ⊙ (σ + silu ⊙ (1 − σ)).
+   */
+  swiglu: {
+    shape: binaryShape('swiglu'),
+    saved: ([a]) => [{ shape: [...a!.shape], dtype: a!.dtype }, { shape: [...a!.shape], dtype: a!.dtype }],
+    emit: (g, [a, b], _attrs, out, [s, si]) => {
+      if (!sameShape(a!.shape, b!.shape)) throw new Error(`swiglu: ${a} and ${b} differ`);
+      g.node('Sigmoid', [a!.name], [s!]);
+      g.node('Mul', [a!.name, s!], [si!]);
+      g.node('Mul', [si!, b!.name], [out]);
+    },
+    vjp: (gy, [a, b], _out, _attrs, [s, si]) => [
+      a!.requiresGrad ? mul(mul(gy, b!), add(s!, mul(si!, sub(1, s!)))) : null,
+      b!.requiresGrad ? mul(gy, si!) : null,
+    ],
+  },
 };
+
+function splitShapes(x: Value, attrs: Attrs): { shape: number[]; dtype: ElemType }[] {
+  const axis = normAxis(attrs.axis as number, x.rank, 'split');
+  const sizes = attrs.sizes as number[];
+  if (sizes.length < 2 || sizes.some((n) => !Number.isInteger(n) || n < 1) || sizes.reduce((a, b) => a + b, 0) !== x.shape[axis]) {
+    throw new Error(`split: sizes [${sizes}] do not partition axis ${axis} of ${x}`);
+  }
+  return sizes.map((n) => {
+    const shape = [...x.shape];
+    shape[axis] = n;
+    return { shape, dtype: x.dtype };
+  });
+}
 
 function reducedShape(x: Value, attrs: Attrs, what: string): number[] {
   const axes = axesAttr(attrs, x.rank, what);
@@ -393,16 +619,32 @@ export const erf = (x: Value): Value => x.graph.apply('erf', [x]);
 export const sigmoid = (x: Value): Value => x.graph.apply('sigmoid', [x]);
 export const abs = (x: Value): Value => x.graph.apply('abs', [x]);
 export const sign = (x: Value): Value => x.graph.apply('sign', [x]);
-export const matmul = (a: Value, b: Value): Value => a.graph.apply('matmul', [a, b]);
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+}
+/** α · op(a) @ op(b); see the table entry. */
+export const matmul = (a: Value, b: Value, opts: MatmulOptions = {}): Value => {
+  const attrs: Attrs = {};
+  if (opts.transA) attrs.transA = true;
+  if (opts.transB) attrs.transB = true;
+  if (opts.alpha !== undefined && opts.alpha !== 1) attrs.alpha = opts.alpha;
+  return a.graph.apply('matmul', [a, b], attrs);
+};
 export const linear = (x: Value, w: Value, transB = true): Value => x.graph.apply('linear', [x, w], { transB });
 export const reduceSum = (x: Value, axes: number[], keepdims = false): Value => x.graph.apply('reduceSum', [x], { axes, keepdims });
 export const reduceMean = (x: Value, axes: number[], keepdims = false): Value => x.graph.apply('reduceMean', [x], { axes, keepdims });
-export const reshape = (x: Value, shape: readonly number[]): Value => x.graph.apply('reshape', [x], { shape: [...shape] });
-export const transpose = (x: Value, perm: number[]): Value => x.graph.apply('transpose', [x], { perm });
+// A reshape to the same shape and an identity transpose are no nodes at all (grouped-query code reshapes to the same
+// shape when every head has its own K/V; each node is a kernel dispatch per step).
+export const reshape = (x: Value, shape: readonly number[]): Value =>
+  sameShape(resolveShape(x, shape), x.shape) ? x : x.graph.apply('reshape', [x], { shape: [...shape] });
+export const transpose = (x: Value, perm: number[]): Value => (perm.every((p, i) => p === i) && perm.length === x.rank ? x : x.graph.apply('transpose', [x], { perm }));
 export const expand = (x: Value, shape: readonly number[]): Value => x.graph.apply('expand', [x], { shape: [...shape] });
 export const softmax = (x: Value, axis = -1): Value => x.graph.apply('softmax', [x], { axis });
 export const concat = (xs: Value[], axis: number): Value => xs[0]!.graph.apply('concat', xs, { axis });
 export const slice = (x: Value, axis: number, start: number, end: number): Value => x.graph.apply('slice', [x], { axis, start, end });
+export const split = (x: Value, axis: number, sizes: number[]): Value[] => x.graph.applyAll('split', [x], { axis, sizes });
 export const pad = (x: Value, before: number[], after: number[]): Value => x.graph.apply('pad', [x], { before, after });
 export const gather = (data: Value, indices: Value, axis = 0): Value => data.graph.apply('gather', [data, indices], { axis });
 export const greaterMask = (a: Operand, b: Operand): Value => { const [x, y] = lift(a, b); return x.graph.apply('greaterMask', [x, y]); };
@@ -415,6 +657,18 @@ export function swapLast(x: Value): Value {
   perm[x.rank - 1] = x.rank - 2;
   return transpose(x, perm);
 }
+
+/** RMSNorm over the last axis (the table's fused entry). */
+export const rmsnorm = (x: Value, w: Value, eps: number): Value => x.graph.apply('rmsnorm', [x, w], { eps });
+/** RMSNorm with no gain (x̂ = x / rms): for a norm whose gain the caller multiplied into the matrices that read it. */
+export const rmsnormUnit = (x: Value, eps: number): Value =>
+  x.graph.apply('rmsnorm', [x, x.graph.constant(new Float64Array(x.shape[x.rank - 1]!).fill(1), [x.shape[x.rank - 1]!])], { eps, unit: true });
+/** LayerNorm over the last axis (the table's fused entry). */
+export const layernorm = (x: Value, w: Value, b: Value, eps: number): Value => x.graph.apply('layernorm', [x, w, b], { eps });
+/** Fused rotary positions (float32 graphs; the table's entry says the layout). */
+export const ropeFused = (x: Value, cos: Value, sin: Value, interleaved: boolean): Value => x.graph.apply('rope', [x, cos, sin], { interleaved });
+/** silu(gate) ⊙ up (the table's fused entry). */
+export const swiglu = (gate: Value, up: Value): Value => gate.graph.apply('swiglu', [gate, up]);
 
 // Composites built from the table (their gradients follow from the primitives').
 export const silu = (x: Value): Value => mul(x, sigmoid(x));
