@@ -101,7 +101,8 @@ export function buildObjective(g: Graph, cfg: ModelConfig, w: Weights, range: Bl
   const lin = g.input('lin', [B, T, F]);
   const C = g.input('C', [B, 1, 1]);
   const report = g.input('report', [B, T, F]);
-  const loss = sub(reduceSum(mul(l1, abs(sub(C, O))), [1, 2]), reduceSum(mul(lin, O), [1, 2]));
+  // One reduction over both terms (Σ (l1 ⊙ |C − O| − lin ⊙ O)): a node fewer forward and backward than two.
+  const loss = reduceSum(sub(mul(l1, abs(sub(C, O))), mul(lin, O)), [1, 2]);
   g.output(loss, 'loss');
   g.output(reduceSum(mul(report, A), [1, 2]), 'act');
   g.output(grad(loss, [x])[0]!, 'grad');

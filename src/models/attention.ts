@@ -1,6 +1,6 @@
 /** Causal softmax attention shared by every architecture, with grouped-query heads. */
 import type { Graph } from '../graph/graph.js';
-import { add, matmul, mul, reshape, softmax, swapLast, tanh, transpose } from '../graph/ops.js';
+import { add, concat, linear, matmul, mul, reshape, softmax, split, tanh, transpose } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 
 /**
@@ -42,6 +42,40 @@ export function splitHeads(x: Value, nHeads: number): Value {
   return transpose(reshape(x, [B, T, nHeads, W / nHeads]), [0, 2, 1, 3]);
 }
 
+/** One projection that becomes heads: its [out, in] weight, optional bias, and head count. */
+export interface HeadProjection {
+  weight: Value;
+  bias: Value | null;
+  heads: number;
+}
+
+/**
+ * x [B, T, D] through several projections, each split into heads [B, heads, T, hd] (q, k, v). Where the graph may
+ * fold weights, the matrices are concatenated into one (onnxruntime folds the Concat at session creation): one
+ * product, one Reshape, one Transpose and one Split for all of them, forward and backward, instead of a product,
+ * Reshape and Transpose each and the sums of their input gradients.
+ */
+export function projectHeads(x: Value, parts: HeadProjection[], hd: number): Value[] {
+  const biased = parts.every((p) => p.bias);
+  if (!x.graph.foldWeights || !(biased || parts.every((p) => !p.bias))) {
+    return parts.map((p) => splitHeads(p.bias ? add(linear(x, p.weight), p.bias) : linear(x, p.weight), p.heads));
+  }
+  const w = concat(parts.map((p) => p.weight), 0);
+  const y = linear(x, w);
+  const yb = biased ? add(y, concat(parts.map((p) => p.bias!), 0)) : y;
+  return splitFusedHeads(yb, parts.map((p) => p.heads), hd);
+}
+
+/**
+ * A fused projection [B, T, Σ heads·hd] whose parts (q, k, v) lie one after another on the last axis → each part as
+ * heads [B, heads, T, hd]: one Reshape, one Transpose and one Split, instead of a Slice, Reshape and Transpose each.
+ */
+export function splitFusedHeads(y: Value, heads: number[], hd: number): Value[] {
+  const [B, T] = y.shape as [number, number, number];
+  const total = heads.reduce((n, h) => n + h, 0);
+  return split(transpose(reshape(y, [B, T, total, hd]), [0, 2, 1, 3]), 1, heads);
+}
+
 /**
  * q [B, H, T, hd], k and v [B, KV, T, hd] → [B, T, H·hd]. Query heads h = kv·rep + r share KV head kv; instead of
  * repeating K and V, the queries of one group are stacked along time ([B, KV, rep·T, hd]) so one matmul serves it.
@@ -50,9 +84,10 @@ export function attend(q: Value, k: Value, v: Value, mask: Value, opts: AttendOp
   const [B, H, T, hd] = q.shape as [number, number, number, number];
   const KV = k.shape[1]!;
   const grouped = reshape(q, [B, KV, (H / KV) * T, hd]);
-  let scaled = mul(matmul(grouped, swapLast(k)), opts.scale ?? 1 / Math.sqrt(hd));
+  // q·kᵀ and its scale in one product (no Transpose of K, no Mul); the backward products take the same flags.
+  const scale = opts.scale ?? 1 / Math.sqrt(hd);
   const cap = opts.softcap;
-  if (cap != null) scaled = mul(tanh(mul(scaled, 1 / cap)), cap);
+  const scaled = cap != null ? mul(tanh(matmul(grouped, k, { transB: true, alpha: scale / cap })), cap) : matmul(grouped, k, { transB: true, alpha: scale });
   const scores = add(scaled, mask);
   const mixed = matmul(softmax(scores, -1), v);
   return reshape(transpose(reshape(mixed, [B, H, T, hd]), [0, 2, 1, 3]), [B, T, H * hd]);

@@ -20,7 +20,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads, type AttendOptions } from './attention.js';
 import { HOOKS, type Family, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaLikeTensors, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { gateUp, llamaContext, llamaLikeTensors, llamaQkv, normInto, rmsnorm, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type WeightFn } from './spec.js';
 
 /** Gemma's RMSNorm: x / rms(x) · (1 + w). */
@@ -37,27 +37,28 @@ export function embeddingScale(cfg: ModelConfig): number {
 export function gemmaAttention(xn: Value, layer: number, w: WeightFn, ctx: LlamaContext, mask: Value, opts: AttendOptions = {}): Value {
   const { cfg } = ctx;
   const p = `blk.${layer}.`;
-  const q = rope(splitHeads(linear(xn, w(p + 'attn_q.weight')), cfg.nHeads), ctx);
-  const k = rope(splitHeads(linear(xn, w(p + 'attn_k.weight')), cfg.nKvHeads), ctx);
-  const v = splitHeads(linear(xn, w(p + 'attn_v.weight')), cfg.nKvHeads);
-  return linear(attend(q, k, v, mask, opts), w(p + 'attn_output.weight'));
+  const [q, k, v] = llamaQkv(xn, layer, w, () => null, cfg);
+  return linear(attend(rope(q, ctx), rope(k, ctx), v, mask, opts), w(p + 'attn_output.weight'));
 }
 
 /** GeGLU: gelu_tanh(gate(x)) · up(x), the input of the down projection (the `mlp` hook). */
 export function geglu(xn: Value, layer: number, w: WeightFn): Value {
   const p = `blk.${layer}.`;
-  return mul(geluTanh(linear(xn, w(p + 'ffn_gate.weight'))), linear(xn, w(p + 'ffn_up.weight')));
+  const [gate, up] = gateUp(xn, w(p + 'ffn_gate.weight'), w(p + 'ffn_up.weight'));
+  return mul(geluTanh(gate), up);
 }
 
 function gemmaBlock(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `blk.${layer}.`;
   const eps = ctx.cfg.normEps;
-  const attn = gemmaAttention(gemmaNorm(x, w(p + 'attn_norm.weight'), eps), layer, w, ctx, ctx.mask);
+  const [xn, wa] = normInto(x, add(w(p + 'attn_norm.weight'), 1), eps, w, ['attn_q', 'attn_k', 'attn_v'].map((n) => `${p}${n}.weight`));
+  const attn = gemmaAttention(xn, layer, wa, ctx, ctx.mask);
   // Gemma 1 has no norm on the branch outputs (Gemma-2 adds them): what is added is the projection itself.
   const attn_out = attn;
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
   const h = add(x, attn_out);
-  const mlp = geglu(gemmaNorm(h, w(p + 'ffn_norm.weight'), eps), layer, w);
+  const [hn, wm] = normInto(h, add(w(p + 'ffn_norm.weight'), 1), eps, w, [`${p}ffn_gate.weight`, `${p}ffn_up.weight`]);
+  const mlp = geglu(hn, layer, wm);
   if (upTo === 'mlp') return { attn, attn_out, mlp };
   const mlp_out = linear(mlp, w(p + 'ffn_down.weight'));
   if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };

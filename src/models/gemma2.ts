@@ -20,7 +20,7 @@ import { slidingWindowBand } from './attention.js';
 import { HOOKS, type Gemma2Options, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { embeddingScale, gemmaAttention, gemmaConfigJson, gemmaIgnore, gemmaLogits, gemmaNorm, gemmaTensors, geglu, readGemmaConfig } from './gemma.js';
-import { llamaContext, type LlamaContext } from './llama.js';
+import { llamaContext, normInto, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, WeightFn } from './spec.js';
 
 /** c·tanh(x/c): Gemma-2's soft cap, smooth and bounded by ±c. */
@@ -38,14 +38,16 @@ function gemma2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, lo
   const p = `blk.${layer}.`;
   const eps = ctx.cfg.normEps;
   const mask = o.slidingLayers[layer] ? local : ctx.mask;
-  const attn = gemmaAttention(gemmaNorm(x, w(p + 'attn_norm.weight'), eps), layer, w, ctx, mask, {
+  const [xn, wa] = normInto(x, add(w(p + 'attn_norm.weight'), 1), eps, w, ['attn_q', 'attn_k', 'attn_v'].map((n) => `${p}${n}.weight`));
+  const attn = gemmaAttention(xn, layer, wa, ctx, mask, {
     scale: 1 / Math.sqrt(o.queryPreAttnScalar),
     softcap: o.attnSoftcap,
   });
   const attn_out = gemmaNorm(attn, w(p + 'post_attention_norm.weight'), eps);
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
   const h = add(x, attn_out);
-  const mlp = geglu(gemmaNorm(h, w(p + 'ffn_norm.weight'), eps), layer, w);
+  const [hn, wm] = normInto(h, add(w(p + 'ffn_norm.weight'), 1), eps, w, [`${p}ffn_gate.weight`, `${p}ffn_up.weight`]);
+  const mlp = geglu(hn, layer, wm);
   if (upTo === 'mlp') return { attn, attn_out, mlp };
   const mlp_out = gemmaNorm(linear(mlp, w(p + 'ffn_down.weight')), w(p + 'post_ffw_norm.weight'), eps);
   if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };

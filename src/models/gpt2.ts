@@ -4,10 +4,10 @@
  * x @ W + b (linear with transB = false) — no transposed copies.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, div, gather, geluTanh, linear, mul, reduceMean, slice, sqrt, sub } from '../graph/ops.js';
+import { add, gather, geluTanh, layernorm as layernormOp, linear, mul, reduceMean, slice, sub } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
-import { attend, causalMask, splitHeads } from './attention.js';
+import { attend, causalMask, splitFusedHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
@@ -21,9 +21,8 @@ export function layerNormDirection(v: Value, weight: Value): Value {
 }
 
 export function layernorm(x: Value, weight: Value, bias: Value, eps: number): Value {
-  const centered = sub(x, reduceMean(x, [-1], true));
-  const variance = reduceMean(mul(centered, centered), [-1], true);
-  return add(mul(div(centered, sqrt(add(variance, eps))), weight), bias);
+  // One fused op (ops.ts), with its backward written out.
+  return layernormOp(x, weight, bias, eps);
 }
 
 function affine(x: Value, w: Weights, name: string): Value {
@@ -35,7 +34,7 @@ function gpt2Block(x: Value, layer: number, w: Weights, cfg: ModelConfig, mask: 
   const norm = (v: Value, name: string) => layernorm(v, w.get(p + name + '.weight'), w.get(p + name + '.bias'), cfg.normEps);
   const qkv = affine(norm(x, 'ln_1'), w, p + 'attn.c_attn');
   const D = cfg.dim;
-  const [q, k, v] = [0, 1, 2].map((i) => splitHeads(slice(qkv, -1, i * D, (i + 1) * D), cfg.nHeads)) as [Value, Value, Value];
+  const [q, k, v] = splitFusedHeads(qkv, [cfg.nHeads, cfg.nHeads, cfg.nHeads], D / cfg.nHeads) as [Value, Value, Value];
   const attn = affine(attend(q, k, v, mask), w, p + 'attn.c_proj');
   // No norm on the branch outputs: what is added to the residual stream is the projection itself.
   const attn_out = attn;

@@ -5,9 +5,9 @@
  * pass, its gradient and every batch size.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, div, gather, linear, matmul, mul, reduceMean, silu, sqrt } from '../graph/ops.js';
+import { add, concat, gather, linear, matmul, mul, rmsnorm as rmsnormOp, rmsnormUnit, ropeFused, split, swiglu } from '../graph/ops.js';
 import { UserError } from '../errors.js';
-import { attend, causalMask, splitHeads } from './attention.js';
+import { attend, causalMask, projectHeads } from './attention.js';
 import type { Value } from '../graph/value.js';
 import { HOOKS, ropeFrequencies, type Family, type Hook, type Llama3RopeScaling, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
@@ -20,6 +20,9 @@ export interface LlamaContext {
   sin: Value;
   /** x @ rotation swaps each rotary pair with a sign: (a, b) → (−b, a). */
   rotation: Value;
+  /** Half-width tables [T, rotaryDim/2] for the fused RoPE kernel (float32 graphs; null in float64 ones). */
+  cosHalf: Value | null;
+  sinHalf: Value | null;
   mask: Value;
 }
 
@@ -58,40 +61,73 @@ export function llamaContext(g: Graph, cfg: ModelConfig, length: number): LlamaC
     rot[b * hd + a] = -1; // out[a] = −x[b]
     rot[a * hd + b] = 1; //  out[b] = x[a]
   }
+  // The fused kernel reads angle t·freq_i once per pair; the dense tables above repeat it for both members.
+  const fused = g.float === 'float32';
+  const angles = (f: (a: number) => number) => Float64Array.from({ length: length * half }, (_, k) => f(Math.floor(k / half) * freqs[k % half]!));
+  // Each constant is made on first use by whichever form reads it, so a graph holds no constant it never reads.
+  const once = <T>(make: () => T): (() => T) => {
+    let v: T | undefined;
+    return () => (v ??= make());
+  };
+  const [cosC, sinC, rotC, maskC] = [
+    once(() => g.constant(cos, [length, hd])),
+    once(() => g.constant(sin, [length, hd])),
+    once(() => g.constant(rot, [hd, hd])),
+    once(() => causalMask(g, length, cfg.nHeads / cfg.nKvHeads)),
+  ];
+  const [cosH, sinH] = [once(() => g.constant(angles(Math.cos), [length, half])), once(() => g.constant(angles(Math.sin), [length, half]))];
   return {
     cfg,
-    cos: g.constant(cos, [length, hd]),
-    sin: g.constant(sin, [length, hd]),
-    rotation: g.constant(rot, [hd, hd]),
-    mask: causalMask(g, length, cfg.nHeads / cfg.nKvHeads),
+    get cos() { return cosC(); },
+    get sin() { return sinC(); },
+    get rotation() { return rotC(); },
+    get cosHalf() { return fused ? cosH() : null; },
+    get sinHalf() { return fused ? sinH() : null; },
+    get mask() { return maskC(); },
   };
 }
 
+/** RMSNorm over the last axis: one fused op (ops.ts), whose backward is written out rather than derived. */
 export function rmsnorm(x: Value, weight: Value, eps: number): Value {
-  const ms = reduceMean(mul(x, x), [-1], true);
-  return mul(div(x, sqrt(add(ms, eps))), weight);
+  return rmsnormOp(x, weight, eps);
 }
 
-/** Rotary position embedding on [..., T, headDim]. */
+/**
+ * Rotary position embedding on [B, heads, T, headDim]: one fused kernel in float32 graphs; float64 graphs (the
+ * gradient tests) keep the dense form x·cos + (x·R)·sin, which the fused form is tested against.
+ */
 export function rope(x: Value, ctx: LlamaContext): Value {
+  if (ctx.cosHalf && ctx.sinHalf) return ropeFused(x, ctx.cosHalf, ctx.sinHalf, ctx.cfg.ropePairing === 'interleaved');
   return add(mul(x, ctx.cos), mul(matmul(x, ctx.rotation), ctx.sin));
-}
-
-function project(x: Value, w: Value, bias: Value | null): Value {
-  return bias ? add(linear(x, w), bias) : linear(x, w);
 }
 
 /** The attention branch of block `layer` on its normed input (Llama's; Qwen3 passes its own to llamaBlock). */
 export type AttentionFn = (xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn, ctx: LlamaContext) => Value;
 
-function attention(xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn, ctx: LlamaContext): Value {
-  const { cfg } = ctx;
+/** q, k, v of block `layer` as heads [B, heads, T, hd] (one fused product where the graph folds weights). */
+export function llamaQkv(xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn, cfg: ModelConfig): [Value, Value, Value] {
   const p = `blk.${layer}.`;
-  const q = rope(splitHeads(project(xn, w(p + 'attn_q.weight'), bias(p + 'attn_q.bias')), cfg.nHeads), ctx);
-  const k = rope(splitHeads(project(xn, w(p + 'attn_k.weight'), bias(p + 'attn_k.bias')), cfg.nKvHeads), ctx);
-  const v = splitHeads(project(xn, w(p + 'attn_v.weight'), bias(p + 'attn_v.bias')), cfg.nKvHeads);
-  return linear(attend(q, k, v, ctx.mask), w(p + 'attn_output.weight'));
+  const part = (name: string, heads: number) => ({ weight: w(`${p}${name}.weight`), bias: bias(`${p}${name}.bias`), heads });
+  return projectHeads(xn, [part('attn_q', cfg.nHeads), part('attn_k', cfg.nKvHeads), part('attn_v', cfg.nKvHeads)], cfg.headDim) as [Value, Value, Value];
 }
+
+function attention(xn: Value, layer: number, w: WeightFn, bias: OptionalWeightFn, ctx: LlamaContext): Value {
+  const [q, k, v] = llamaQkv(xn, layer, w, bias, ctx.cfg);
+  return linear(attend(rope(q, ctx), rope(k, ctx), v, ctx.mask), w(`blk.${layer}.attn_output.weight`));
+}
+
+/**
+ * The norm that feeds only the matrices `names` (attn_norm → q, k, v; ffn_norm → gate, up): where the graph folds
+ * weights, linear(x̂ ⊙ g, W) = linear(x̂, W ⊙ g), so the gain moves into those matrices (folded once by onnxruntime)
+ * and the norm runs without one — its backward then needs neither gy ⊙ g nor x̂ recomputed. Returns the normed input
+ * and the weight lookup the matrices must be read through.
+ */
+export function normInto(x: Value, gain: Value, eps: number, w: WeightFn, names: string[]): [Value, WeightFn] {
+  if (!x.graph.foldWeights) return [rmsnorm(x, gain, eps), w];
+  const scaled = new Set(names);
+  return [rmsnormUnit(x, eps), (name) => (scaled.has(name) ? mul(w(name), gain) : w(name))];
+}
+
 /** One block; stops after `upTo` (see HOOKS), so a request binds no weights it cannot see. */
 export function llamaBlock(
   x: Value,
@@ -104,17 +140,24 @@ export function llamaBlock(
 ): Partial<Record<Hook, Value>> {
   const p = `blk.${layer}.`;
   const eps = ctx.cfg.normEps;
-  const attn = attentionOf(rmsnorm(x, w(p + 'attn_norm.weight'), eps), layer, w, bias, ctx);
+  const [xn, wa] = normInto(x, w(p + 'attn_norm.weight'), eps, w, ['attn_q', 'attn_k', 'attn_v'].map((n) => `${p}${n}.weight`));
+  const attn = attentionOf(xn, layer, wa, bias, ctx);
   // No norm on the branch outputs: what is added to the residual stream is the projection itself.
   const attn_out = attn;
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
   const h = add(x, attn_out);
-  const hn = rmsnorm(h, w(p + 'ffn_norm.weight'), eps);
-  const mlp = mul(silu(linear(hn, w(p + 'ffn_gate.weight'))), linear(hn, w(p + 'ffn_up.weight')));
+  const [hn, wm] = normInto(h, w(p + 'ffn_norm.weight'), eps, w, [`${p}ffn_gate.weight`, `${p}ffn_up.weight`]);
+  const mlp = swiglu(...gateUp(hn, wm(p + 'ffn_gate.weight'), wm(p + 'ffn_up.weight')));
   if (upTo === 'mlp') return { attn, attn_out, mlp };
   const mlp_out = linear(mlp, w(p + 'ffn_down.weight'));
   if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };
   return { attn, attn_out, mlp, mlp_out, resid: add(h, mlp_out) };
+}
+
+/** The gate and up projections: one product of the concatenated matrices, then a Split, where the graph folds weights. */
+export function gateUp(x: Value, gate: Value, up: Value): [Value, Value] {
+  if (!x.graph.foldWeights) return [linear(x, gate), linear(x, up)];
+  return split(linear(x, concat([gate, up], 0)), -1, [gate.shape[0]!, up.shape[0]!]) as [Value, Value];
 }
 
 /** Final norm and output head (tied to the embedding table when the model has no separate head). */

@@ -8,13 +8,13 @@
  * `mlp` is the down projection's input, `mlp_out` the down projection after post_feedforward_layernorm.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, linear, mul, silu } from '../graph/ops.js';
+import { add, linear, mul, swiglu } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
 import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { gateUp, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -29,7 +29,7 @@ function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upT
   const attn_out = rmsnorm(attn, w(p + 'post_attention_norm.weight'), eps);
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
   const h = add(x, attn_out);
-  const mlp = mul(silu(linear(h, w(p + 'ffn_gate.weight'))), linear(h, w(p + 'ffn_up.weight')));
+  const mlp = swiglu(...gateUp(h, w(p + 'ffn_gate.weight'), w(p + 'ffn_up.weight')));
   if (upTo === 'mlp') return { attn, attn_out, mlp };
   const mlp_out = rmsnorm(linear(mlp, w(p + 'ffn_down.weight')), w(p + 'post_ffw_norm.weight'), eps);
   if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };

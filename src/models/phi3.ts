@@ -13,31 +13,29 @@
  * capped at `sliding_window` and longer inputs are refused rather than attended wrongly.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, linear, mul, silu, slice } from '../graph/ops.js';
+import { add, gather, linear, mul, split, swiglu } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
-import { attend, splitHeads } from './attention.js';
+import { attend, splitFusedHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { refuseRopeScaling, rotaryFraction, rotaryWidth } from './gpt-neox.js';
-import { llamaContext, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { llamaContext, normInto, rmsnorm, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 function phi3Block(x: Value, layer: number, w: Weights, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const cfg = ctx.cfg;
   const p = `model.layers.${layer}.`;
-  const q = cfg.nHeads * cfg.headDim;
-  const kv = cfg.nKvHeads * cfg.headDim;
-  const qkv = linear(rmsnorm(x, w.get(p + 'input_layernorm.weight'), cfg.normEps), w.get(p + 'self_attn.qkv_proj.weight'));
-  const qh = rope(splitHeads(slice(qkv, -1, 0, q), cfg.nHeads), ctx);
-  const kh = rope(splitHeads(slice(qkv, -1, q, q + kv), cfg.nKvHeads), ctx);
-  const vh = splitHeads(slice(qkv, -1, q + kv, q + 2 * kv), cfg.nKvHeads);
-  const attn = linear(attend(qh, kh, vh, ctx.mask), w.get(p + 'self_attn.o_proj.weight'));
+  const [xn, wa] = normInto(x, w.get(p + 'input_layernorm.weight'), cfg.normEps, w.get, [p + 'self_attn.qkv_proj.weight']);
+  const qkv = linear(xn, wa(p + 'self_attn.qkv_proj.weight'));
+  const [qh, kh, vh] = splitFusedHeads(qkv, [cfg.nHeads, cfg.nKvHeads, cfg.nKvHeads], cfg.headDim) as [Value, Value, Value];
+  const attn = linear(attend(rope(qh, ctx), rope(kh, ctx), vh, ctx.mask), w.get(p + 'self_attn.o_proj.weight'));
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out: attn };
   const h = add(x, attn);
-  const gu = linear(rmsnorm(h, w.get(p + 'post_attention_layernorm.weight'), cfg.normEps), w.get(p + 'mlp.gate_up_proj.weight'));
+  const [hn, wm] = normInto(h, w.get(p + 'post_attention_layernorm.weight'), cfg.normEps, w.get, [p + 'mlp.gate_up_proj.weight']);
   const f = cfg.ffnDim;
-  const mlp = mul(slice(gu, -1, f, 2 * f), silu(slice(gu, -1, 0, f)));
+  const [gate, up] = split(linear(hn, wm(p + 'mlp.gate_up_proj.weight')), -1, [f, f]) as [Value, Value];
+  const mlp = swiglu(gate, up);
   if (upTo === 'mlp') return { attn, attn_out: attn, mlp };
   const mlp_out = linear(mlp, w.get(p + 'mlp.down_proj.weight'));
   if (upTo === 'mlp_out') return { attn, attn_out: attn, mlp, mlp_out };

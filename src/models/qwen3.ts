@@ -11,7 +11,7 @@ import { UserError } from '../errors.js';
 import { attend, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaBlock, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type AttentionFn } from './llama.js';
+import { llamaBlock, llamaQkv, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type AttentionFn } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec } from './spec.js';
 
 /**
@@ -23,9 +23,9 @@ const qwen3Attention: AttentionFn = (xn, layer, w, _bias, ctx) => {
   const p = `blk.${layer}.`;
   const eps = cfg.normEps;
   // [B, heads, T, head_dim]: the norm's last axis is one head's dimensions, so its weight [head_dim] serves every head.
-  const q = rope(rmsnorm(splitHeads(linear(xn, w(p + 'attn_q.weight')), cfg.nHeads), w(p + 'attn_q_norm.weight'), eps), ctx);
-  const k = rope(rmsnorm(splitHeads(linear(xn, w(p + 'attn_k.weight')), cfg.nKvHeads), w(p + 'attn_k_norm.weight'), eps), ctx);
-  const v = splitHeads(linear(xn, w(p + 'attn_v.weight')), cfg.nKvHeads);
+  const [qh, kh, v] = llamaQkv(xn, layer, w, _bias, cfg);
+  const q = rope(rmsnorm(qh, w(p + 'attn_q_norm.weight'), eps), ctx);
+  const k = rope(rmsnorm(kh, w(p + 'attn_k_norm.weight'), eps), ctx);
   return linear(attend(q, k, v, ctx.mask), w(p + 'attn_output.weight'));
 };
 
