@@ -34,7 +34,7 @@ const range: [number, number] = [1, cfg.nLayers];
 // The graph, exactly as ModelRunner.objective builds it (F32 checkpoints: weights bound in place from the file).
 const folder = commonAncestor([path.dirname(realpathSync(model.path))]);
 const cache = new WeightCache(undefined);
-const g = new Graph({ float: 'float32' });
+const g = new Graph({ float: 'float32', foldWeights: !lowMemory }); // as ModelRunner builds it
 const w = new WeightBinder(g, model.tensors, (t) => cache.locate(t), folder);
 buildObjective(g, cfg, w, range, 'resid', { B, T });
 w.materialize();

@@ -99,7 +99,9 @@ export class ModelRunner {
     let s = this.sessions.get(key);
     if (!s) {
       const t0 = performance.now();
-      const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu' });
+      // --low-memory keeps weights file-backed and shared: folding them (concatenated q/k/v, gains moved into
+      // matrices) would make anonymous copies, so that mode runs the unfolded graph.
+      const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu', foldWeights: !this.settings.lowMemory && (this.settings.device ?? 'cpu') === 'cpu' });
       const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder, this.model.notDownloaded);
       build(g, binder);
       // The spec's tensor list is the single source of what a family binds; anything else is a bug in a block.
