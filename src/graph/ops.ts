@@ -87,7 +87,7 @@ export type OpName =
   | 'add' | 'sub' | 'mul' | 'div' | 'neg' | 'exp' | 'sqrt' | 'tanh' | 'erf' | 'sigmoid' | 'abs' | 'sign'
   | 'matmul' | 'linear' | 'reduceSum' | 'reduceMean' | 'reshape' | 'transpose' | 'expand' | 'softmax'
   | 'concat' | 'slice' | 'pad' | 'gather' | 'greaterMask' | 'topkMask'
-  | 'split' | 'rmsnorm' | 'layernorm' | 'rope' | 'swiglu';
+  | 'split' | 'rmsnorm' | 'layernorm' | 'rope' | 'swiglu' | 'gelu' | 'geluTanh';
 
 export const OPS: Record<OpName, OpDef> = {
   add: {
@@ -443,13 +443,7 @@ export const OPS: Record<OpName, OpDef> = {
       if (g.float === 'float32' && g.target === 'cpu') {
         // The residual add that produced x (h = x + branch, then norm(h)) and the norm are one kernel on the CPU:
         // SkipSimplifiedLayerNormalization also returns the sum, under the add's own name, for its other readers.
-        const p = g.producerOf(x!);
-        // The fused node takes the add's place, so the gain must already exist there (Gemma's 1 + w is made later).
-        const gainAt = g.producerOf(w!)?.nodeIndex ?? -1;
-        if (p && p.op === 'add' && !p.absorbed && p.nodeCount === 1 && gainAt < p.nodeIndex && p.inputs.every((v) => sameShape(v.shape, x!.shape))) {
-          p.absorbed = true;
-          return g.replaceNode(p.nodeIndex, 'SkipSimplifiedLayerNormalization', [p.inputs[0]!.name, p.inputs[1]!.name, w!.name], [out, '', r!, x!.name], { epsilon: { float: eps } }, 'com.microsoft');
-        }
+        if (absorbResidualAdd(g, x!, [w!], 'SkipSimplifiedLayerNormalization', [out, '', r!, x!.name], eps)) return;
         return g.node('SimplifiedLayerNormalization', [x!.name, w!.name], [out, r!], { axis: { int: -1 }, epsilon: { float: eps }, stash_type: { int: 1 } });
       }
       const [sq, ms, shifted, rms, xr] = [g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh()];
@@ -490,6 +484,8 @@ export const OPS: Record<OpName, OpDef> = {
     emit: (g, [x, w, b], attrs, out, [mu, r]) => {
       const eps = attrs.eps as number;
       if (g.float === 'float32') {
+        // As for rmsnorm: the residual add that produced x becomes one SkipLayerNormalization kernel with the norm.
+        if (absorbResidualAdd(g, x!, [w!, b!], 'SkipLayerNormalization', [out, mu!, r!, x!.name], eps)) return;
         return g.node('LayerNormalization', [x!.name, w!.name, b!.name], [out, mu!, r!], { axis: { int: -1 }, epsilon: { float: eps }, stash_type: { int: 1 } });
       }
       const [c, sq, v, shifted, sd, xr, scaled] = [g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh()];
@@ -505,11 +501,12 @@ export const OPS: Record<OpName, OpDef> = {
       g.node('Mul', [xr, w!.name], [scaled]);
       g.node('Add', [scaled, b!.name], [out]);
     },
-    vjp: (gy, [x, w, b], _out, _attrs, [mu, r]) => {
-      const xhat = mul(sub(x!, mu!), r!);
+    // `unit`: gain ones and bias zeros (moved into the matrices that read the norm): the output is x̂ and gw = gy.
+    vjp: (gy, [x, w, b], out, attrs, [mu, r]) => {
+      const xhat = attrs.unit ? out : mul(sub(x!, mu!), r!);
       let dx: Value | null = null;
       if (x!.requiresGrad) {
-        const gw = mul(gy, w!);
+        const gw = attrs.unit ? gy : mul(gy, w!);
         const centred = sub(gw, reduceMean(gw, [-1], true));
         dx = mul(r!, sub(centred, mul(xhat, reduceMean(mul(gw, xhat), [-1], true))));
       }
@@ -562,7 +559,77 @@ export const OPS: Record<OpName, OpDef> = {
       b!.requiresGrad ? mul(gy, si!) : null,
     ],
   },
+
+  /**
+   * Exact GELU x·Φ(x) (torch's `gelu`): one com.microsoft Gelu kernel on the CPU in float32; elsewhere the composite
+   * 0.5·x·(1 + erf(x/√2)). Backward: dGELU/dx = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π).
+   */
+  gelu: {
+    shape: unaryShape('gelu'),
+    emit: (g, [x], _a, out) => {
+      if (x!.dtype === 'float64') throw new Error('gelu: onnxruntime has no float64 Erf kernel (build the graph in float32)');
+      if (g.target === 'cpu') return g.node('Gelu', [x!.name], [out], {}, 'com.microsoft');
+      const [s, e, p, h] = [g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+      g.node('Mul', [x!.name, g.scalar(Math.SQRT1_2).name], [s]);
+      g.node('Erf', [s], [e]);
+      g.node('Add', [e, g.scalar(1).name], [p]);
+      g.node('Mul', [x!.name, p], [h]);
+      g.node('Mul', [h, g.scalar(0.5).name], [out]);
+    },
+    vjp: (gy, [x]) => {
+      const cdf = add(mul(erf(mul(x!, Math.SQRT1_2)), 0.5), 0.5);
+      // x·φ(x) = x·exp(−x²/2 − ln √(2π)): the constant rides in the exponent instead of another product.
+      const xpdf = mul(x!, exp(sub(mul(mul(x!, x!), -0.5), Math.log(Math.sqrt(2 * Math.PI)))));
+      return [mul(gy, add(cdf, xpdf))];
+    },
+  },
+
+  /**
+   * GPT-2's gelu_new, 0.5·x·(1 + tanh(u)), u = c·(x + a·x³), c = √(2/π), a = 0.044715: one com.microsoft FastGelu
+   * kernel on the CPU in float32 (the same formula); elsewhere the composite. Backward, recomputing t = tanh(u):
+   * 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3a·x²).
+   */
+  geluTanh: {
+    shape: unaryShape('geluTanh'),
+    emit: (g, [x], _a, out) => {
+      if (g.target === 'cpu' && x!.dtype === 'float32') return g.node('FastGelu', [x!.name], [out], {}, 'com.microsoft');
+      const [x2, p, u, t, q, h] = [g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+      const c = Math.sqrt(2 / Math.PI);
+      g.node('Mul', [x!.name, x!.name], [x2]);
+      g.node('Mul', [x2, g.scalar(c * 0.044715).name], [p]);
+      g.node('Add', [p, g.scalar(c).name], [q]);
+      g.node('Mul', [x!.name, q], [u]);
+      g.node('Tanh', [u], [t]);
+      g.node('Add', [t, g.scalar(1).name], [h]);
+      const hx = g.fresh();
+      g.node('Mul', [x!.name, h], [hx]);
+      g.node('Mul', [hx, g.scalar(0.5).name], [out]);
+    },
+    vjp: (gy, [x]) => {
+      const c = Math.sqrt(2 / Math.PI);
+      const x2 = mul(x!, x!);
+      const t = tanh(mul(x!, add(mul(x2, c * 0.044715), c)));
+      const left = add(mul(t, 0.5), 0.5);
+      const right = mul(mul(x!, add(mul(x2, 1.5 * c * 0.044715), 0.5 * c)), sub(1, mul(t, t)));
+      return [mul(gy, add(left, right))];
+    },
+  },
 };
+
+/**
+ * A norm on the CPU whose input x is a residual add a + b (same shapes) takes that add's node over: the fused Skip…
+ * kernel computes the sum (returned under x's own name, for x's other readers) and the norm in one pass. The fused
+ * node sits where the add was, so the norm's parameters must exist by then (Gemma's 1 + w, made later, does not).
+ */
+function absorbResidualAdd(g: Graph, x: Value, params: Value[], opType: string, outputs: string[], eps: number): boolean {
+  const p = g.producerOf(x);
+  if (g.target !== 'cpu' || !p || p.op !== 'add' || p.absorbed || p.nodeCount !== 1) return false;
+  if (!p.inputs.every((v) => sameShape(v.shape, x.shape))) return false;
+  if (params.some((v) => (g.producerOf(v)?.nodeIndex ?? -1) >= p.nodeIndex)) return false;
+  p.absorbed = true;
+  g.replaceNode(p.nodeIndex, opType, [p.inputs[0]!.name, p.inputs[1]!.name, ...params.map((v) => v.name)], outputs, { epsilon: { float: eps } }, 'com.microsoft');
+  return true;
+}
 
 function splitShapes(x: Value, attrs: Attrs): { shape: number[]; dtype: ElemType }[] {
   const axis = normAxis(attrs.axis as number, x.rank, 'split');
@@ -665,15 +732,20 @@ export const rmsnormUnit = (x: Value, eps: number): Value =>
   x.graph.apply('rmsnorm', [x, x.graph.constant(new Float64Array(x.shape[x.rank - 1]!).fill(1), [x.shape[x.rank - 1]!])], { eps, unit: true });
 /** LayerNorm over the last axis (the table's fused entry). */
 export const layernorm = (x: Value, w: Value, b: Value, eps: number): Value => x.graph.apply('layernorm', [x, w, b], { eps });
+/** LayerNorm with no gain or bias (x̂): for a norm whose affine part the caller moved into the matrices that read it. */
+export const layernormUnit = (x: Value, eps: number): Value => {
+  const d = x.shape[x.rank - 1]!;
+  return x.graph.apply('layernorm', [x, x.graph.constant(new Float64Array(d).fill(1), [d]), x.graph.constant(new Float64Array(d), [d])], { eps, unit: true });
+};
 /** Fused rotary positions (float32 graphs; the table's entry says the layout). */
 export const ropeFused = (x: Value, cos: Value, sin: Value, interleaved: boolean): Value => x.graph.apply('rope', [x, cos, sin], { interleaved });
 /** silu(gate) ⊙ up (the table's fused entry). */
 export const swiglu = (gate: Value, up: Value): Value => gate.graph.apply('swiglu', [gate, up]);
 
+/** Exact GELU, torch's default `gelu` (transformers' "gelu"): x·Φ(x) = 0.5·x·(1 + erf(x/√2)) (the table's fused entry). */
+export const gelu = (x: Value): Value => x.graph.apply('gelu', [x]);
+/** GPT-2's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (the table's fused entry). */
+export const geluTanh = (x: Value): Value => x.graph.apply('geluTanh', [x]);
+
 // Composites built from the table (their gradients follow from the primitives').
 export const silu = (x: Value): Value => mul(x, sigmoid(x));
-/** Exact GELU, torch's default `gelu` (transformers' "gelu"): x·Φ(x) = 0.5·x·(1 + erf(x/√2)). */
-export const gelu = (x: Value): Value => mul(mul(x, 0.5), add(1, erf(mul(x, Math.SQRT1_2))));
-/** GPT-2's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
-export const geluTanh = (x: Value): Value =>
-  mul(mul(x, 0.5), add(1, tanh(mul(add(x, mul(mul(mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI)))));

@@ -67,6 +67,15 @@ export function projectHeads(x: Value, parts: HeadProjection[], hd: number): Val
 }
 
 /**
+ * x [B, T, D] through several [out, in] matrices: one product and a Split where the graph folds weights (OLMo-2's q/k
+ * norms need each projection whole, before it becomes heads).
+ */
+export function projectMany(x: Value, weights: Value[]): Value[] {
+  if (!x.graph.foldWeights) return weights.map((w) => linear(x, w));
+  return split(linear(x, concat(weights, 0)), -1, weights.map((w) => w.shape[0]!));
+}
+
+/**
  * A fused projection [B, T, Σ heads·hd] whose parts (q, k, v) lie one after another on the last axis → each part as
  * heads [B, heads, T, hd]: one Reshape, one Transpose and one Split, instead of a Slice, Reshape and Transpose each.
  */

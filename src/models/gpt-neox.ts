@@ -10,13 +10,13 @@
  * In a parallel block the MLP reads the block input, not x + attn, so `mlp`/`mlp_out` do not depend on attention.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, gelu, linear, reshape, slice, transpose } from '../graph/ops.js';
+import { add, gather, gelu, linear, reshape, split, transpose } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { layernorm, layerNormDirection } from './gpt2.js';
+import { layernorm, layerNormDirection, layerNormInto } from './gpt2.js';
 import { lazyLlamaContext, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
@@ -32,20 +32,27 @@ export function dense(x: Value, w: Weights, name: string, bias: boolean): Value 
  */
 function splitFusedPerHead(qkv: Value, nHeads: number, hd: number): [Value, Value, Value] {
   const [B, T] = qkv.shape as [number, number, number];
-  const perHead = reshape(qkv, [B, T, nHeads, 3 * hd]);
-  return [0, 1, 2].map((i) => transpose(slice(perHead, -1, i * hd, (i + 1) * hd), [0, 2, 1, 3])) as [Value, Value, Value];
+  // One Transpose to [B, heads, T, 3·hd] and one Split of each head's thirds (three Slices and Transposes before).
+  return split(transpose(reshape(qkv, [B, T, nHeads, 3 * hd]), [0, 2, 1, 3]), -1, [hd, hd, hd]) as [Value, Value, Value];
 }
 
 function neoxBlock(x: Value, layer: number, w: Weights, cfg: ModelConfig, rotary: () => LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `gpt_neox.layers.${layer}.`;
   const norm = (v: Value, name: string) => layernorm(v, w.get(p + name + '.weight'), w.get(p + name + '.bias'), cfg.normEps);
+  // A norm folds into the matrix after it only when that matrix has a bias to take the norm's bias (Pythia: yes).
+  const normInto = (v: Value, name: string, matrix: string, biased: boolean): [Value, Weights] =>
+    biased ? layerNormInto(v, `${p}${name}.weight`, `${p}${name}.bias`, cfg.normEps, w, [{ weight: `${p}${matrix}.weight`, bias: `${p}${matrix}.bias`, inOut: false }]) : [norm(v, name), w];
   const attention = (): Value => {
-    const qkv = dense(norm(x, 'input_layernorm'), w, p + 'attention.query_key_value', cfg.qkvBias);
+    const [xn, wa] = normInto(x, 'input_layernorm', 'attention.query_key_value', cfg.qkvBias);
+    const qkv = dense(xn, wa, p + 'attention.query_key_value', cfg.qkvBias);
     const [q, k, v] = splitFusedPerHead(qkv, cfg.nHeads, cfg.headDim);
     const ctx = rotary();
     return dense(attend(rope(q, ctx), rope(k, ctx), v, ctx.mask), w, p + 'attention.dense', cfg.qkvBias);
   };
-  const mlpOf = (h: Value) => gelu(dense(norm(h, 'post_attention_layernorm'), w, p + 'mlp.dense_h_to_4h', true));
+  const mlpOf = (h: Value) => {
+    const [hn, wm] = normInto(h, 'post_attention_layernorm', 'mlp.dense_h_to_4h', true);
+    return gelu(dense(hn, wm, p + 'mlp.dense_h_to_4h', true));
+  };
 
   if (cfg.parallelResidual) {
     // The MLP branch reads x itself: a request for mlp/mlp_out needs (and binds) no attention weights.

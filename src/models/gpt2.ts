@@ -4,7 +4,7 @@
  * x @ W + b (linear with transB = false) — no transposed copies.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, geluTanh, layernorm as layernormOp, linear, mul, reduceMean, slice, sub } from '../graph/ops.js';
+import { add, gather, geluTanh, layernorm as layernormOp, layernormUnit, linear, matmul, mul, reduceMean, reshape, sub } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend, causalMask, splitFusedHeads } from './attention.js';
@@ -25,14 +25,46 @@ export function layernorm(x: Value, weight: Value, bias: Value, eps: number): Va
   return layernormOp(x, weight, bias, eps);
 }
 
+/** A matrix that reads a LayerNorm's output, with its bias: `inOut` for GPT-2's Conv1D [in, out], else [out, in]. */
+export interface NormReader {
+  weight: string;
+  bias: string;
+  inOut: boolean;
+}
+
+/**
+ * A LayerNorm feeding only the biased matrices `readers`: where the graph folds weights,
+ * (x̂ ⊙ g + b)·W + c = x̂·(g ⊙ W) + (b·W + c), so the gain and bias move into each matrix and bias (folded once by
+ * onnxruntime) and the norm runs without them — its backward then needs neither gy ⊙ g nor x̂ recomputed. Returns
+ * the normed input and the weights the readers must be read through.
+ */
+export function layerNormInto(x: Value, gain: string, bias: string, eps: number, w: Weights, readers: NormReader[]): [Value, Weights] {
+  if (!x.graph.foldWeights) return [layernorm(x, w.get(gain), w.get(bias), eps), w];
+  const g = w.get(gain);
+  const b = w.get(bias);
+  const D = g.shape[0]!;
+  const folded = new Map<string, () => Value>();
+  for (const r of readers) {
+    const W = () => w.get(r.weight);
+    folded.set(r.weight, () => (r.inOut ? mul(W(), reshape(g, [D, 1])) : mul(W(), g)));
+    // b·W as a plain MatMul of initializers, which onnxruntime's constant folding evaluates (it leaves the
+    // com.microsoft FusedMatMul that `linear` emits for [out, in] weights to run every step).
+    const bW = () => (r.inOut ? matmul(reshape(b, [1, D]), W()) : matmul(W(), reshape(b, [D, 1])));
+    folded.set(r.bias, () => add(reshape(bW(), [W().shape[r.inOut ? 1 : 0]!]), w.get(r.bias)));
+  }
+  const get = (name: string) => folded.get(name)?.() ?? w.get(name);
+  return [layernormUnit(x, eps), { get, optional: (name) => (folded.has(name) ? get(name) : w.optional(name)) }];
+}
+
 function affine(x: Value, w: Weights, name: string): Value {
   return add(linear(x, w.get(`${name}.weight`), false), w.get(`${name}.bias`));
 }
 
 function gpt2Block(x: Value, layer: number, w: Weights, cfg: ModelConfig, mask: Value, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `h.${layer}.`;
-  const norm = (v: Value, name: string) => layernorm(v, w.get(p + name + '.weight'), w.get(p + name + '.bias'), cfg.normEps);
-  const qkv = affine(norm(x, 'ln_1'), w, p + 'attn.c_attn');
+  const conv = (name: string): NormReader => ({ weight: `${p}${name}.weight`, bias: `${p}${name}.bias`, inOut: true });
+  const [xn, wa] = layerNormInto(x, p + 'ln_1.weight', p + 'ln_1.bias', cfg.normEps, w, [conv('attn.c_attn')]);
+  const qkv = affine(xn, wa, p + 'attn.c_attn');
   const D = cfg.dim;
   const [q, k, v] = splitFusedHeads(qkv, [cfg.nHeads, cfg.nHeads, cfg.nHeads], D / cfg.nHeads) as [Value, Value, Value];
   const attn = affine(attend(q, k, v, mask), w, p + 'attn.c_proj');
@@ -40,7 +72,8 @@ function gpt2Block(x: Value, layer: number, w: Weights, cfg: ModelConfig, mask: 
   const attn_out = attn;
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };
   const h = add(x, attn_out);
-  const mlp = geluTanh(affine(norm(h, 'ln_2'), w, p + 'mlp.c_fc'));
+  const [hn, wm] = layerNormInto(h, p + 'ln_2.weight', p + 'ln_2.bias', cfg.normEps, w, [conv('mlp.c_fc')]);
+  const mlp = geluTanh(affine(hn, wm, p + 'mlp.c_fc'));
   if (upTo === 'mlp') return { attn, attn_out, mlp };
   const mlp_out = affine(mlp, w, p + 'mlp.c_proj');
   if (upTo === 'mlp_out') return { attn, attn_out, mlp, mlp_out };

@@ -11,7 +11,7 @@ import type { Graph } from '../graph/graph.js';
 import { add, linear, mul, swiglu } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
-import { attend, splitHeads } from './attention.js';
+import { attend, projectMany, splitHeads } from './attention.js';
 import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { gateUp, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
@@ -22,9 +22,10 @@ function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upT
   const p = `blk.${layer}.`;
   const eps = cfg.normEps;
   // The norm sees the full [B, T, heads·head_dim] projection: one RMS over all heads together.
-  const q = rope(splitHeads(rmsnorm(linear(x, w(p + 'attn_q.weight')), w(p + 'attn_q_norm.weight'), eps), cfg.nHeads), ctx);
-  const k = rope(splitHeads(rmsnorm(linear(x, w(p + 'attn_k.weight')), w(p + 'attn_k_norm.weight'), eps), cfg.nKvHeads), ctx);
-  const v = splitHeads(linear(x, w(p + 'attn_v.weight')), cfg.nKvHeads);
+  const [qx, kx, vx] = projectMany(x, [w(p + 'attn_q.weight'), w(p + 'attn_k.weight'), w(p + 'attn_v.weight')]) as [Value, Value, Value];
+  const q = rope(splitHeads(rmsnorm(qx, w(p + 'attn_q_norm.weight'), eps), cfg.nHeads), ctx);
+  const k = rope(splitHeads(rmsnorm(kx, w(p + 'attn_k_norm.weight'), eps), cfg.nKvHeads), ctx);
+  const v = splitHeads(vx, cfg.nKvHeads);
   const attn = linear(attend(q, k, v, ctx.mask), w(p + 'attn_output.weight'));
   const attn_out = rmsnorm(attn, w(p + 'post_attention_norm.weight'), eps);
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out };

@@ -12,28 +12,30 @@ import type { Graph } from '../graph/graph.js';
 import { add, gather, geluTanh, linear } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
-import { attend, splitHeads } from './attention.js';
+import { attend, projectHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { dense, refuseRopeScaling, rotaryFraction, rotaryWidth } from './gpt-neox.js';
-import { layernorm, layerNormDirection } from './gpt2.js';
+import { layernorm, layerNormDirection, layerNormInto, type NormReader } from './gpt2.js';
 import { lazyLlamaContext, rope, type LlamaContext } from './llama.js';
 import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 function phiBlock(x: Value, layer: number, w: Weights, cfg: ModelConfig, rotary: () => LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `model.layers.${layer}.`;
-  const xn = layernorm(x, w.get(p + 'input_layernorm.weight'), w.get(p + 'input_layernorm.bias'), cfg.normEps);
-  const mlpBranch = () => geluTanh(dense(xn, w, p + 'mlp.fc1', true));
+  const reader = (name: string): NormReader => ({ weight: `${p}${name}.weight`, bias: `${p}${name}.bias`, inOut: false });
+  // Every matrix reading the shared norm is folded (only those a request binds are ever read).
+  const readers = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'mlp.fc1'].map(reader);
+  const [xn, wn] = layerNormInto(x, p + 'input_layernorm.weight', p + 'input_layernorm.bias', cfg.normEps, w, readers);
+  const mlpBranch = () => geluTanh(dense(xn, wn, p + 'mlp.fc1', true));
   // Parallel branches: a request for mlp/mlp_out binds no attention weights.
   if (upTo === 'mlp' || upTo === 'mlp_out') {
     const mlp = mlpBranch();
     return upTo === 'mlp' ? { mlp } : { mlp, mlp_out: dense(mlp, w, p + 'mlp.fc2', true) };
   }
   const ctx = rotary();
-  const q = rope(splitHeads(dense(xn, w, p + 'self_attn.q_proj', true), cfg.nHeads), ctx);
-  const k = rope(splitHeads(dense(xn, w, p + 'self_attn.k_proj', true), cfg.nKvHeads), ctx);
-  const v = splitHeads(dense(xn, w, p + 'self_attn.v_proj', true), cfg.nKvHeads);
-  const attn = dense(attend(q, k, v, ctx.mask), w, p + 'self_attn.dense', true);
+  const part = (name: string, heads: number) => ({ weight: wn.get(`${p}self_attn.${name}.weight`), bias: wn.get(`${p}self_attn.${name}.bias`), heads });
+  const [q, k, v] = projectHeads(xn, [part('q_proj', cfg.nHeads), part('k_proj', cfg.nKvHeads), part('v_proj', cfg.nKvHeads)], cfg.headDim) as [Value, Value, Value];
+  const attn = dense(attend(rope(q, ctx), rope(k, ctx), v, ctx.mask), w, p + 'self_attn.dense', true);
   if (upTo === 'attn' || upTo === 'attn_out') return { attn, attn_out: attn };
   const mlp = mlpBranch();
   const mlp_out = dense(mlp, w, p + 'mlp.fc2', true);
