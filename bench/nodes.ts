@@ -27,7 +27,7 @@ import { WeightCache } from '../src/engine/weight-cache.js';
 import { commonAncestor, WeightBinder } from '../src/engine/weights.js';
 import { Graph } from '../src/graph/graph.js';
 import { loadModel } from '../src/models/load.js';
-import { normalStream } from '../src/util/random.js';
+import { objectiveFeeds } from './objective-feeds.js';
 import { cpuMs, parseArgs } from './common.js';
 
 const args = parseArgs(process.argv.slice(2));
@@ -117,14 +117,7 @@ async function kernels(bytes: Uint8Array, feeds: Record<string, ort.Tensor>, nam
   return { kernels: run.length, byOp: Object.fromEntries(Object.entries(byOp).sort((a, b) => b[1] - a[1])) };
 }
 
-const normal = normalStream(1);
-const feeds: Record<string, ort.Tensor> = {
-  x: new ort.Tensor('float32', Float32Array.from({ length: B * T * D }, () => normal()), [B, T, D]),
-  l1: new ort.Tensor('float32', new Float32Array(B * T * F).fill(1 / F), [B, T, F]),
-  lin: new ort.Tensor('float32', new Float32Array(B * T * F), [B, T, F]),
-  C: new ort.Tensor('float32', new Float32Array(B).fill(100), [B, 1, 1]),
-  report: new ort.Tensor('float32', new Float32Array(B * T * F), [B, T, F]),
-};
+const feeds = objectiveFeeds(B, T, D, F);
 
 try {
   const liveFull = pruneTo(g, ['loss', 'act', 'grad']);

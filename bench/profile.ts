@@ -17,7 +17,7 @@ import { WeightCache } from '../src/engine/weight-cache.js';
 import { commonAncestor, WeightBinder } from '../src/engine/weights.js';
 import { Graph } from '../src/graph/graph.js';
 import { loadModel } from '../src/models/load.js';
-import { normalStream } from '../src/util/random.js';
+import { objectiveFeeds } from './objective-feeds.js';
 import { cpuMs, median, parseArgs } from './common.js';
 
 const args = parseArgs(process.argv.slice(2));
@@ -42,14 +42,7 @@ w.materialize();
 const dir = mkdtempSync(path.join(os.tmpdir(), 'llmf-profile-'));
 const opts = { ...sessionOptions({ threads: 2, lowMemory, externalFolder: folder }), enableProfiling: true, profileFilePrefix: path.join(dir, 'prof') };
 const session = await ort.InferenceSession.create(g.serialize(), opts);
-const normal = normalStream(1);
-const feeds: Record<string, ort.Tensor> = {
-  x: new ort.Tensor('float32', Float32Array.from({ length: B * T * D }, () => normal()), [B, T, D]),
-  l1: new ort.Tensor('float32', new Float32Array(B * T * F).fill(1 / F), [B, T, F]),
-  lin: new ort.Tensor('float32', new Float32Array(B * T * F), [B, T, F]),
-  C: new ort.Tensor('float32', new Float32Array(B).fill(100), [B, 1, 1]),
-  report: new ort.Tensor('float32', new Float32Array(B * T * F), [B, T, F]),
-};
+const feeds = objectiveFeeds(B, T, D, F);
 const wall: number[] = [];
 for (let i = 0; i < steps + 2; i++) {
   const t = performance.now();

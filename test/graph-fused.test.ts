@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Graph, grad } from '../src/graph/index.js';
-import type { Target } from '../src/graph/graph.js';
 import * as G from '../src/graph/ops.js';
 import type { Value } from '../src/graph/value.js';
 import { GraphSession } from '../src/engine/session.js';
@@ -18,50 +17,14 @@ import { loadModel } from '../src/models/load.js';
 import { modelPath } from './helpers.js';
 import path from 'node:path';
 
-const normalish = (r: () => number) => 2 * r() - 1;
-
-/** loss = Σ op(xs) ⊙ R; every analytic gradient element against a central difference of the same float64 graph. */
-async function checkVjp(shapes: number[][], build: (...xs: Value[]) => Value, seed = 1, target: Target = 'cpu') {
-  const r = rng(seed);
-  const g = new Graph({ float: 'float64', target });
-  const xs = shapes.map((s, i) => g.input(`x${i}`, s, { grad: true }));
-  const y = build(...xs);
-  const loss = G.reduceSum(G.mul(y, g.constant(Array.from({ length: y.size }, () => normalish(r)), y.shape)), y.shape.map((_, i) => i));
-  const grads = grad(loss, xs);
-  g.output(loss, 'loss');
-  grads.forEach((d, i) => g.output(d, `d${i}`));
-  const session = await GraphSession.create(g);
-  const feeds: Record<string, Float64Array> = {};
-  shapes.forEach((s, i) => (feeds[`x${i}`] = Float64Array.from({ length: s.reduce((a, b) => a * b, 1) }, () => normalish(r))));
-  const out = await session.run(feeds);
-  const h = 1e-6;
-  for (let i = 0; i < shapes.length; i++) {
-    const analytic = out[`d${i}`] as Float64Array;
-    const x = feeds[`x${i}`]!;
-    let maxErr = 0;
-    let maxRef = 0;
-    for (let k = 0; k < x.length; k++) {
-      const keep = x[k]!;
-      x[k] = keep + h;
-      const lp = (await session.run(feeds)).loss![0] as number;
-      x[k] = keep - h;
-      const lm = (await session.run(feeds)).loss![0] as number;
-      x[k] = keep;
-      const fd = (lp - lm) / (2 * h);
-      maxErr = Math.max(maxErr, Math.abs(fd - analytic[k]!));
-      maxRef = Math.max(maxRef, Math.abs(fd));
-    }
-    const rel = maxErr / Math.max(maxRef, 1e-12);
-    assert.ok(rel <= 1e-6, `operand ${i}: relative error ${rel.toExponential(2)}`);
-  }
-  await session.release();
-}
+import { checkVjp, normalish } from './vjp-check.js';
+import { maxRelError } from './numeric.js';
 
 for (const [transA, transB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
   test(`matmul transA=${transA} transB=${transB} alpha 0.7 (FusedMatMul), broadcast batch`, () =>
     checkVjp([[2, 1, transA ? 4 : 3, transA ? 3 : 4], [3, transB ? 5 : 4, transB ? 4 : 5]], (a, b) => G.matmul(a, b, { transA, transB, alpha: 0.7 })));
   test(`matmul transA=${transA} transB=${transB} alpha 0.7, WebGPU form (Transpose + MatMul + Mul)`, () =>
-    checkVjp([[2, transA ? 4 : 3, transA ? 3 : 4], [2, transB ? 5 : 4, transB ? 4 : 5]], (a, b) => G.matmul(a, b, { transA, transB, alpha: 0.7 }), 2, 'webgpu'));
+    checkVjp([[2, transA ? 4 : 3, transA ? 3 : 4], [2, transB ? 5 : 4, transB ? 4 : 5]], (a, b) => G.matmul(a, b, { transA, transB, alpha: 0.7 }), normalish, 2, 'webgpu'));
 }
 test('rmsnorm (float64 form), gain differentiated too', () => checkVjp([[2, 3, 6], [6]], (x, w) => G.rmsnorm(x, w, 1e-5)));
 test('rmsnorm without gain (unit: the output is x̂)', () => checkVjp([[2, 3, 6]], (x) => G.rmsnormUnit(x, 1e-5)));
@@ -103,14 +66,8 @@ async function fusedMatchesUnfused(
     await s.release();
   }
   for (const name of Object.keys(results[1]!)) {
-    const [a, b] = [results[0]![name]!, results[1]![name]!];
-    let err = 0;
-    let ref = 0;
-    for (let i = 0; i < b.length; i++) {
-      err = Math.max(err, Math.abs(a[i]! - b[i]!));
-      ref = Math.max(ref, Math.abs(b[i]!));
-    }
-    assert.ok(err <= tol * Math.max(ref, 1e-6), `${name}: fused vs unfused relative difference ${(err / ref).toExponential(2)}`);
+    const rel = maxRelError(results[0]![name]!, results[1]![name]!);
+    assert.ok(rel <= tol, `${name}: fused vs unfused relative difference ${rel.toExponential(2)}`);
   }
   return { ops };
 }
@@ -184,14 +141,8 @@ test('a whole model step with weights folded (q/k/v and gate/up concatenated, no
   }
   assert.ok(kernels[0]! > 0 && kernels[1] === 0, 'the folded graph concatenates weights, the other does not');
   for (const name of ['loss', 'act', 'grad']) {
-    const [a, b] = [outs[0]![name]!, outs[1]![name]!];
-    let err = 0;
-    let ref = 0;
-    for (let i = 0; i < a.length; i++) {
-      err = Math.max(err, Math.abs(a[i]! - b[i]!));
-      ref = Math.max(ref, Math.abs(b[i]!));
-    }
-    assert.ok(err <= 1e-5 * ref, `${name}: folded vs unfolded relative difference ${(err / ref).toExponential(2)}`);
+    const rel = maxRelError(outs[0]![name]!, outs[1]![name]!);
+    assert.ok(rel <= 1e-5, `${name}: folded vs unfolded relative difference ${rel.toExponential(2)}`);
   }
 });
 
