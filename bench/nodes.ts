@@ -36,6 +36,8 @@ if (!modelPath) {
   process.stderr.write('nodes: --model PATH is required\n');
   process.exit(2);
 }
+// --device webgpu counts the graph built for, and run on, onnxruntime's WebGPU provider (a software adapter does).
+const device = args.get('device') === 'webgpu' ? 'webgpu' : 'cpu';
 const T = Number(args.get('T') ?? 5);
 const B = Number(args.get('B') ?? 1);
 const model = loadModel(modelPath);
@@ -55,7 +57,7 @@ const dirs = new Set(tensors.filter((t) => t.dtype === 'F32').map((t) => path.di
 if (tensors.some((t) => t.dtype !== 'F32')) dirs.add(realpathSync(cacheDir));
 const folder = commonAncestor([...dirs]);
 
-const g = new Graph({ float: 'float32' });
+const g = new Graph({ float: 'float32', target: device });
 const w = new WeightBinder(g, model.tensors, (t) => cache.locate(t), folder);
 buildObjective(g, cfg, w, range, 'resid', { B, T });
 w.materialize();
@@ -90,7 +92,7 @@ interface KernelCount {
 async function kernels(bytes: Uint8Array, feeds: Record<string, ort.Tensor>, name: string): Promise<KernelCount> {
   const dir = path.join(tmp, name);
   mkdirSync(dir);
-  const opts = { ...sessionOptions({ threads: 2, externalFolder: folder }), enableProfiling: true, profileFilePrefix: path.join(dir, 'prof') };
+  const opts = { ...sessionOptions({ threads: 2, externalFolder: folder, device }), enableProfiling: true, profileFilePrefix: path.join(dir, 'prof') };
   const session = await ort.InferenceSession.create(bytes, opts);
   const mine = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
   await session.run(mine);
@@ -134,6 +136,7 @@ try {
   console.log(
     JSON.stringify({
       model: modelPath,
+      device,
       arch: cfg.arch,
       layers: L,
       dim: D,

@@ -101,7 +101,7 @@ export class ModelRunner {
       const t0 = performance.now();
       // --low-memory keeps weights file-backed and shared: folding them (concatenated q/k/v, gains moved into
       // matrices) would make anonymous copies, so that mode runs the unfolded graph.
-      const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu', foldWeights: !this.settings.lowMemory && (this.settings.device ?? 'cpu') === 'cpu' });
+      const g = new Graph({ float: 'float32', target: this.settings.device ?? 'cpu', foldWeights: !this.settings.lowMemory });
       const binder = new WeightBinder(g, this.model.tensors, (t) => this.cache.locate(t), this.folder, this.model.notDownloaded);
       build(g, binder);
       // The spec's tensor list is the single source of what a family binds; anything else is a bug in a block.

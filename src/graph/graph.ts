@@ -67,8 +67,10 @@ export class Graph {
   /**
    * Whether model code may combine weights in the graph — concatenate q/k/v (and gate/up) into one product, multiply
    * a norm's gain into the matrices after it. onnxruntime folds such weight-only nodes once at session creation, so a
-   * step runs fewer, larger products; the folded copies are anonymous memory, which is why `--low-memory` (weights
-   * left file-backed and shared) and the WebGPU target (where folding would not happen on the CPU) turn it off.
+   * step runs fewer, larger products. Folding is one of onnxruntime's basic optimisations, run before nodes are
+   * assigned to a provider, so it happens for the WebGPU target too (the weight-only Concats are gone from the
+   * kernels a WebGPU step runs). The folded copies are anonymous memory, which is why `--low-memory` (weights left
+   * file-backed and shared) turns it off.
    */
   readonly foldWeights: boolean;
   // The ONNX protobuf types stay inside the package: members typed with them are @internal (stripped from the
@@ -92,7 +94,7 @@ export class Graph {
   constructor(opts: { float?: 'float32' | 'float64'; target?: Target; foldWeights?: boolean } = {}) {
     this.float = opts.float ?? 'float32';
     this.target = opts.target ?? 'cpu';
-    this.foldWeights = opts.foldWeights ?? this.target === 'cpu';
+    this.foldWeights = opts.foldWeights ?? true;
   }
 
   /** The op application that produced `v` (null for inputs, weights and constants). */

@@ -427,7 +427,7 @@ export const OPS: Record<OpName, OpDef> = {
   /**
    * RMSNorm over the last axis: w ⊙ x / √(mean(x²) + ε). Forward: onnxruntime's SimplifiedLayerNormalization (one
    * kernel, which also returns r = 1/√(mean(x²) + ε) for the backward). Its statistics output is float32-only, so a
-   * float64 graph (the gradient tests) writes the same two results from primitives; so does the WebGPU target.
+   * float64 graph (the gradient tests) writes the same two results from primitives; the WebGPU target, see below.
    * Backward, with x̂ = x·r and gw = gy ⊙ w: dx = r ⊙ (gw − x̂ ⊙ mean(gw ⊙ x̂)).
    */
   rmsnorm: {
@@ -438,9 +438,19 @@ export const OPS: Record<OpName, OpDef> = {
     saved: ([x]) => [{ shape: [...x!.shape.slice(0, -1), 1], dtype: x!.dtype }],
     emit: (g, [x, w], attrs, out, [r]) => {
       const eps = attrs.eps as number;
-      // The WebGPU provider runs SimplifiedLayerNormalization but fills its 1/rms output wrongly (gradients 100 % off
-      // on SwiftShader, test/webgpu.test.ts), so there the primitives below write it, as in float64 graphs.
-      if (g.float === 'float32' && g.target === 'cpu') {
+      if (g.float === 'float32' && g.target === 'webgpu') {
+        // onnxruntime's WebGPU SimplifiedLayerNormalization writes the row mean, not 1/rms, to its second output
+        // (gradients 100 % off on SwiftShader). Its LayerNormalization's statistics are right, and over [x, −x] the
+        // mean is 0 and the variance is mean(x²): its InvStdDev is exactly r, the first half of its output x·r·w.
+        const d = x!.shape[x!.rank - 1]!;
+        const [nx, both, gain2, y2] = [g.fresh(), g.fresh(), g.fresh(), g.fresh()];
+        g.node('Neg', [x!.name], [nx]);
+        g.node('Concat', [x!.name, nx], [both], { axis: { int: -1 } });
+        g.node('Concat', [w!.name, w!.name], [gain2], { axis: { int: 0 } });
+        g.node('LayerNormalization', [both, gain2, g.constant(new Float64Array(2 * d), [2 * d]).name], [y2, '', r!], { axis: { int: -1 }, epsilon: { float: eps }, stash_type: { int: 1 } });
+        return g.node('Slice', [y2, g.ints([0]).name, g.ints([d]).name, g.ints([-1]).name], [out]);
+      }
+      if (g.float === 'float32') {
         // The residual add that produced x (h = x + branch, then norm(h)) and the norm are one kernel on the CPU:
         // SkipSimplifiedLayerNormalization also returns the sum, under the add's own name, for its other readers.
         if (absorbResidualAdd(g, x!, [w!], 'SkipSimplifiedLayerNormalization', [out, '', r!, x!.name], eps)) return;

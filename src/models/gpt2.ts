@@ -39,7 +39,9 @@ export interface NormReader {
  * the normed input and the weights the readers must be read through.
  */
 export function layerNormInto(x: Value, gain: string, bias: string, eps: number, w: Weights, readers: NormReader[]): [Value, Weights] {
-  if (!x.graph.foldWeights) return [layernorm(x, w.get(gain), w.get(bias), eps), w];
+  // Not on WebGPU: there onnxruntime fuses the residual add into a unit-gain LayerNormalization and the fused kernel
+  // drops the 1/σ output the backward reads (a missing-input error at run time on SwiftShader).
+  if (!x.graph.foldWeights || x.graph.target === 'webgpu') return [layernorm(x, w.get(gain), w.get(bias), eps), w];
   const g = w.get(gain);
   const b = w.get(bias);
   const D = g.shape[0]!;
