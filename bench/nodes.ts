@@ -1,7 +1,7 @@
 /**
  * Child process: how many nodes one objective step is, forward and backward (issue 18's first goal).
  *
- *   node dist/bench/nodes.js --model PATH [--T 5] [--B 1]
+ *   node dist/bench/nodes.js --model PATH [--T 5] [--B 1] [--device webgpu] [--low-memory]
  *
  * PATH is anything loadModel opens (a llama2.c .bin, a GGUF, an HF folder). The graph is the one bench/profile.ts and
  * ModelRunner.objective build: blocks 1..L, resid hook, L1/linear objective, gradient to the embeddings
@@ -38,6 +38,8 @@ if (!modelPath) {
 }
 // --device webgpu counts the graph built for, and run on, onnxruntime's WebGPU provider (a software adapter does).
 const device = args.get('device') === 'webgpu' ? 'webgpu' : 'cpu';
+// --low-memory: the graph the runner builds in that mode (weights left unfolded, no prepacking).
+const lowMemory = args.has('low-memory');
 const T = Number(args.get('T') ?? 5);
 const B = Number(args.get('B') ?? 1);
 const model = loadModel(modelPath);
@@ -57,7 +59,7 @@ const dirs = new Set(tensors.filter((t) => t.dtype === 'F32').map((t) => path.di
 if (tensors.some((t) => t.dtype !== 'F32')) dirs.add(realpathSync(cacheDir));
 const folder = commonAncestor([...dirs]);
 
-const g = new Graph({ float: 'float32', target: device });
+const g = new Graph({ float: 'float32', target: device, foldWeights: !lowMemory });
 const w = new WeightBinder(g, model.tensors, (t) => cache.locate(t), folder);
 buildObjective(g, cfg, w, range, 'resid', { B, T });
 w.materialize();
@@ -92,7 +94,7 @@ interface KernelCount {
 async function kernels(bytes: Uint8Array, feeds: Record<string, ort.Tensor>, name: string): Promise<KernelCount> {
   const dir = path.join(tmp, name);
   mkdirSync(dir);
-  const opts = { ...sessionOptions({ threads: 2, externalFolder: folder, device }), enableProfiling: true, profileFilePrefix: path.join(dir, 'prof') };
+  const opts = { ...sessionOptions({ threads: 2, externalFolder: folder, device, lowMemory }), enableProfiling: true, profileFilePrefix: path.join(dir, 'prof') };
   const session = await ort.InferenceSession.create(bytes, opts);
   const mine = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
   await session.run(mine);
@@ -137,6 +139,7 @@ try {
     JSON.stringify({
       model: modelPath,
       device,
+      lowMemory,
       arch: cfg.arch,
       layers: L,
       dim: D,
