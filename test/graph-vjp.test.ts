@@ -2,11 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Graph, grad } from '../src/graph/index.js';
-import type { Target } from '../src/graph/graph.js';
 import * as G from '../src/graph/ops.js';
-import type { Value } from '../src/graph/value.js';
 import { GraphSession } from '../src/engine/session.js';
-import { uniformStream as rng } from '../src/util/random.js';
 
 import { awayFromZero, checkVjp, normalish, positive } from './vjp-check.js';
 

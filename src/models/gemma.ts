@@ -17,7 +17,7 @@ import type { Graph } from '../graph/graph.js';
 import { add, gather, geluTanh, linear, mul } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
-import { attend, splitHeads, type AttendOptions } from './attention.js';
+import { attend, type AttendOptions } from './attention.js';
 import { HOOKS, type Family, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { gateUp, llamaContext, llamaLikeTensors, llamaQkv, normInto, rmsnorm, rope, type LlamaContext } from './llama.js';

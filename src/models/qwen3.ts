@@ -8,7 +8,7 @@
 import type { Graph } from '../graph/graph.js';
 import { linear } from '../graph/ops.js';
 import { UserError } from '../errors.js';
-import { attend, splitHeads } from './attention.js';
+import { attend } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { llamaBlock, llamaQkv, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type AttentionFn } from './llama.js';
