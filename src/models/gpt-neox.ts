@@ -10,7 +10,7 @@
  * In a parallel block the MLP reads the block input, not x + attn, so `mlp`/`mlp_out` do not depend on attention.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, gelu, linear, reshape, split, transpose } from '../graph/ops.js';
+import { add, gelu, linear, reshape, split, transpose } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend } from './attention.js';
@@ -18,7 +18,7 @@ import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { layernorm, layerNormDirection, layerNormInto } from './gpt2.js';
 import { lazyLlamaContext, rope, type LlamaContext } from './llama.js';
-import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
+import { hfNamedTensors, layerCount, plainEmbedding, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 /** x @ Wᵀ (+ b): a torch nn.Linear with its [out, in] weight, the bias bound only when the tensor list has it. */
 export function dense(x: Value, w: Weights, name: string, bias: boolean): Value {
@@ -179,8 +179,7 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
 function tensors(c: ModelConfig): TensorSpec[] {
   const d = c.dim;
   const f = c.ffnDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf: name, shape, init, layer });
+  const { out, add } = hfNamedTensors();
   add('gpt_neox.embed_in.weight', [c.vocabSize, d], 'normal');
   for (let i = 0; i < c.nLayers; i++) {
     const p = `gpt_neox.layers.${i}.`;
@@ -213,13 +212,11 @@ export const gptNeoxSpec: ArchitectureSpec = {
   toHfConfig,
   tensors,
   hooks: HOOKS,
-  embeddingTable: 'gpt_neox.embed_in.weight',
+  ...plainEmbedding('gpt_neox.embed_in.weight'),
   blocks(g: Graph, cfg, length) {
     const rotary = lazyLlamaContext(g, cfg, length);
     return (x, layer, w, upTo) => neoxBlock(x, layer, w, cfg, rotary, upTo);
   },
-  embed: (ids, _cfg, w) => gather(w.get('gpt_neox.embed_in.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) =>
     linear(
       layernorm(x, w.get('gpt_neox.final_layer_norm.weight'), w.get('gpt_neox.final_layer_norm.bias'), cfg.normEps),

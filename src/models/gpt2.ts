@@ -10,7 +10,7 @@ import { UserError } from '../errors.js';
 import { attend, causalMask, splitFusedHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
+import { hfNamedTensors, layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 /**
  * LayerNorm's direction-dependent linear part, for a bare direction (logit-effects.ts): g ⊙ (v − mean v). σ scales
@@ -150,8 +150,7 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
 function tensors(c: ModelConfig): TensorSpec[] {
   const d = c.dim;
   const f = c.ffnDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf: name, shape, init, layer });
+  const { out, add } = hfNamedTensors();
   add('wte.weight', [c.vocabSize, d], 'normal');
   add('wpe.weight', [c.maxSeqLen, d], 'normal');
   for (let i = 0; i < c.nLayers; i++) {

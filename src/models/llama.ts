@@ -5,13 +5,13 @@
  * pass, its gradient and every batch size.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, concat, gather, linear, matmul, mul, rmsnorm as rmsnormOp, rmsnormUnit, ropeFused, split, swiglu } from '../graph/ops.js';
+import { add, concat, linear, matmul, mul, rmsnorm as rmsnormOp, rmsnormUnit, ropeFused, split, swiglu } from '../graph/ops.js';
 import { UserError } from '../errors.js';
 import { attend, causalMask, projectHeads } from './attention.js';
 import type { Value } from '../graph/value.js';
 import { HOOKS, ropeFrequencies, type Family, type Hook, type Llama3RopeScaling, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { layerCount, type ArchitectureSpec, type GgufMeta, type HfConfigInput, type HfReading, type OptionalWeightFn, type TensorSpec, type WeightFn } from './spec.js';
+import { layerCount, plainEmbedding, type ArchitectureSpec, type GgufMeta, type HfConfigInput, type HfReading, type OptionalWeightFn, type TensorSpec, type WeightFn } from './spec.js';
 
 /** Per-graph constants shared by every block: rotary tables and the causal mask, for one sequence length. */
 export interface LlamaContext {
@@ -293,22 +293,18 @@ function fromGguf(m: GgufMeta): ModelConfig {
 }
 
 /**
- * config.json for a config: exactly the fields fromHfConfig reads back (plus the ones transformers needs to open the
- * same folder). Written as LlamaForCausalLM (Mistral too: the engine ignores sliding windows), or as Qwen2ForCausalLM
- * when q/k/v have biases.
+ * The config.json fields llamaLikeConfig reads, written from a config (Llama, Qwen2, Qwen3, OLMo-2, and Phi-3, whose
+ * reader takes the same ones): the family spreads it after its class names and adds what is its own. No head_dim
+ * here: a family whose reader takes it (all but OLMo-2) writes it.
  */
-function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std: number): Record<string, unknown> {
-  const qwen = c.qkvBias;
+export function llamaLikeConfigJson(c: ModelConfig, special: Record<string, number | null>, std: number): Record<string, unknown> {
   const s = c.ropeScaling;
   return {
-    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
-    model_type: qwen ? 'qwen2' : 'llama',
     hidden_size: c.dim,
     intermediate_size: c.ffnDim,
     num_hidden_layers: c.nLayers,
     num_attention_heads: c.nHeads,
     num_key_value_heads: c.nKvHeads,
-    head_dim: c.headDim,
     hidden_act: 'silu',
     max_position_embeddings: c.maxSeqLen,
     rms_norm_eps: c.normEps,
@@ -322,12 +318,27 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
           original_max_position_embeddings: s.originalMaxPositionEmbeddings,
         }
       : null,
-    ...(qwen ? { use_sliding_window: false } : { attention_bias: false, mlp_bias: false }),
     tie_word_embeddings: c.tiedHead,
     vocab_size: c.vocabSize,
     initializer_range: std,
     ...special,
     torch_dtype: 'float32',
+  };
+}
+
+/**
+ * config.json for a config: exactly the fields fromHfConfig reads back (plus the ones transformers needs to open the
+ * same folder). Written as LlamaForCausalLM (Mistral too: the engine ignores sliding windows), or as Qwen2ForCausalLM
+ * when q/k/v have biases.
+ */
+function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std: number): Record<string, unknown> {
+  const qwen = c.qkvBias;
+  return {
+    architectures: [qwen ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: qwen ? 'qwen2' : 'llama',
+    head_dim: c.headDim,
+    ...llamaLikeConfigJson(c, special, std),
+    ...(qwen ? { use_sliding_window: false } : { attention_bias: false, mlp_bias: false }),
   };
 }
 
@@ -387,9 +398,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
  */
 export const llamaLikeIo = {
   hooks: HOOKS,
-  embeddingTable: 'token_embd.weight',
-  embed: (ids, _cfg, w) => gather(w.get('token_embd.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
+  ...plainEmbedding('token_embd.weight'),
   head: (x, cfg, w) => llamaHead(x, w.get, cfg),
   mlpDown: (a, layer, _cfg, w) => llamaMlpDown(a, layer, w.get),
   // RMSNorm(x) = g ⊙ x / rms(x): for a direction, the gain g; the positive 1/rms(x) scales every logit alike.

@@ -14,7 +14,7 @@ import { UserError } from '../errors.js';
 import { attend, projectMany, splitHeads } from './attention.js';
 import type { Hook, ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { gateUp, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { gateUp, llamaContext, llamaLikeConfig, llamaLikeConfigJson, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, llamaMlpDown, rmsnorm, rope, type LlamaContext } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec, WeightFn } from './spec.js';
 
 function olmo2Block(x: Value, layer: number, w: WeightFn, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
@@ -48,26 +48,7 @@ function fromHfConfig(input: HfConfigInput): HfReading {
 }
 
 function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std: number): Record<string, unknown> {
-  return {
-    architectures: ['Olmo2ForCausalLM'],
-    model_type: 'olmo2',
-    hidden_size: c.dim,
-    intermediate_size: c.ffnDim,
-    num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads,
-    hidden_act: 'silu',
-    max_position_embeddings: c.maxSeqLen,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
-    attention_bias: false,
-    tie_word_embeddings: c.tiedHead,
-    vocab_size: c.vocabSize,
-    initializer_range: std,
-    ...special,
-    torch_dtype: 'float32',
-  };
+  return { architectures: ['Olmo2ForCausalLM'], model_type: 'olmo2', ...llamaLikeConfigJson(c, special, std), attention_bias: false };
 }
 
 function tensors(c: ModelConfig): TensorSpec[] {

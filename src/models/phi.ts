@@ -9,7 +9,7 @@
  * the same normed input, so `mlp`/`mlp_out` do not depend on attention.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, geluTanh, linear } from '../graph/ops.js';
+import { add, geluTanh, linear } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend, projectHeads } from './attention.js';
@@ -18,7 +18,7 @@ import { ConfigReader } from './config-reader.js';
 import { dense, refuseRopeScaling, rotaryFraction, rotaryWidth } from './gpt-neox.js';
 import { layernorm, layerNormDirection, layerNormInto, type NormReader } from './gpt2.js';
 import { lazyLlamaContext, rope, type LlamaContext } from './llama.js';
-import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
+import { hfNamedTensors, layerCount, plainEmbedding, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 function phiBlock(x: Value, layer: number, w: Weights, cfg: ModelConfig, rotary: () => LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const p = `model.layers.${layer}.`;
@@ -116,8 +116,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
   const q = c.nHeads * c.headDim;
   const kv = c.nKvHeads * c.headDim;
   const f = c.ffnDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf: name, shape, init, layer });
+  const { out, add } = hfNamedTensors();
   add('model.embed_tokens.weight', [c.vocabSize, d], 'normal');
   for (let i = 0; i < c.nLayers; i++) {
     const p = `model.layers.${i}.`;
@@ -151,13 +150,11 @@ export const phiSpec: ArchitectureSpec = {
   toHfConfig,
   tensors,
   hooks: HOOKS,
-  embeddingTable: 'model.embed_tokens.weight',
+  ...plainEmbedding('model.embed_tokens.weight'),
   blocks(g: Graph, cfg, length) {
     const rotary = lazyLlamaContext(g, cfg, length);
     return (x, layer, w, upTo) => phiBlock(x, layer, w, cfg, rotary, upTo);
   },
-  embed: (ids, _cfg, w) => gather(w.get('model.embed_tokens.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => {
     const xn = layernorm(x, w.get('model.final_layernorm.weight'), w.get('model.final_layernorm.bias'), cfg.normEps);
     return add(linear(xn, w.get(cfg.tiedHead ? 'model.embed_tokens.weight' : 'lm_head.weight')), w.get('lm_head.bias'));

@@ -13,15 +13,15 @@
  * capped at `sliding_window` and longer inputs are refused rather than attended wrongly.
  */
 import type { Graph } from '../graph/graph.js';
-import { add, gather, linear, mul, split, swiglu } from '../graph/ops.js';
+import { add, linear, mul, split, swiglu } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import { UserError } from '../errors.js';
 import { attend, splitFusedHeads } from './attention.js';
 import { HOOKS, type Hook, type ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
 import { refuseRopeScaling, rotaryFraction, rotaryWidth } from './gpt-neox.js';
-import { llamaContext, normInto, rmsnorm, rope, type LlamaContext } from './llama.js';
-import { layerCount, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
+import { llamaContext, llamaLikeConfigJson, normInto, rmsnorm, rope, type LlamaContext } from './llama.js';
+import { hfNamedTensors, layerCount, plainEmbedding, type ArchitectureSpec, type HfConfigInput, type HfReading, type TensorSpec, type Weights } from './spec.js';
 
 function phi3Block(x: Value, layer: number, w: Weights, ctx: LlamaContext, upTo: Hook): Partial<Record<Hook, Value>> {
   const cfg = ctx.cfg;
@@ -88,25 +88,11 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
   return {
     architectures: ['Phi3ForCausalLM'],
     model_type: 'phi3',
-    hidden_size: c.dim,
-    intermediate_size: c.ffnDim,
-    num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads,
     head_dim: c.headDim,
-    hidden_act: 'silu',
+    ...llamaLikeConfigJson(c, special, std),
     // The context read back is min(max_position_embeddings, sliding_window): writing both as it keeps it.
-    max_position_embeddings: c.maxSeqLen,
     sliding_window: c.maxSeqLen,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
     partial_rotary_factor: rotaryFraction(c.rotaryDim ?? c.headDim, c.headDim),
-    tie_word_embeddings: c.tiedHead,
-    vocab_size: c.vocabSize,
-    initializer_range: std,
-    ...special,
-    torch_dtype: 'float32',
   };
 }
 
@@ -115,8 +101,7 @@ function tensors(c: ModelConfig): TensorSpec[] {
   const d = c.dim;
   const q = c.nHeads * c.headDim;
   const kv = c.nKvHeads * c.headDim;
-  const out: TensorSpec[] = [];
-  const add = (name: string, shape: number[], init: TensorSpec['init'], layer = -1) => out.push({ name, hf: name, shape, init, layer });
+  const { out, add } = hfNamedTensors();
   add('model.embed_tokens.weight', [c.vocabSize, d], 'normal');
   for (let i = 0; i < c.nLayers; i++) {
     const p = `model.layers.${i}.`;
@@ -142,13 +127,11 @@ export const phi3Spec: ArchitectureSpec = {
   toHfConfig,
   tensors,
   hooks: HOOKS,
-  embeddingTable: 'model.embed_tokens.weight',
+  ...plainEmbedding('model.embed_tokens.weight'),
   blocks(g: Graph, cfg, length) {
     const ctx = llamaContext(g, cfg, length);
     return (x, layer, w, upTo) => phi3Block(x, layer, w, ctx, upTo);
   },
-  embed: (ids, _cfg, w) => gather(w.get('model.embed_tokens.weight'), ids, 0),
-  inputFromEmbeddings: (e) => e,
   head: (x, cfg, w) => linear(rmsnorm(x, w.get('model.norm.weight'), cfg.normEps), w.get(cfg.tiedHead ? 'model.embed_tokens.weight' : 'lm_head.weight')),
   mlpDown: (a, layer, _cfg, w) => linear(a, w.get(`model.layers.${layer}.mlp.down_proj.weight`)),
   directionLogits: (v, cfg, w) => linear(mul(v, w.get('model.norm.weight')), w.get(cfg.tiedHead ? 'model.embed_tokens.weight' : 'lm_head.weight')),

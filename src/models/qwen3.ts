@@ -11,7 +11,7 @@ import { UserError } from '../errors.js';
 import { attend } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { ConfigReader } from './config-reader.js';
-import { llamaBlock, llamaQkv, llamaContext, llamaLikeConfig, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type AttentionFn } from './llama.js';
+import { llamaBlock, llamaQkv, llamaContext, llamaLikeConfig, llamaLikeConfigJson, llamaLikeIgnore, llamaLikeIo, llamaLikeTensors, rmsnorm, rope, type AttentionFn } from './llama.js';
 import type { ArchitectureSpec, HfConfigInput, HfReading, TensorSpec } from './spec.js';
 
 /**
@@ -44,24 +44,10 @@ function toHfConfig(c: ModelConfig, special: Record<string, number | null>, std:
   return {
     architectures: ['Qwen3ForCausalLM'],
     model_type: 'qwen3',
-    hidden_size: c.dim,
-    intermediate_size: c.ffnDim,
-    num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads,
     head_dim: c.headDim,
-    hidden_act: 'silu',
-    max_position_embeddings: c.maxSeqLen,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
+    ...llamaLikeConfigJson(c, special, std),
     attention_bias: false,
     use_sliding_window: false,
-    tie_word_embeddings: c.tiedHead,
-    vocab_size: c.vocabSize,
-    initializer_range: std,
-    ...special,
-    torch_dtype: 'float32',
   };
 }
 

@@ -6,6 +6,7 @@
  */
 import { UserError } from '../errors.js';
 import type { Graph } from '../graph/graph.js';
+import { gather } from '../graph/ops.js';
 import type { Value } from '../graph/value.js';
 import type { Family, Hook, ModelConfig } from './config.js';
 
@@ -134,4 +135,21 @@ export interface ArchitectureSpec {
    * `attn` is already a residual-space vector.
    */
   attnDirection?(v: Value, layer: number, cfg: ModelConfig, w: Weights): Value;
+}
+
+/**
+ * The input side of a family whose blocks read the token embeddings as they are (no scale, no positions): the table's
+ * name, the lookup, and the identity from given embeddings. Spread into a spec.
+ */
+export function plainEmbedding(table: string): Pick<ArchitectureSpec, 'embeddingTable' | 'embed' | 'inputFromEmbeddings'> {
+  return { embeddingTable: table, embed: (ids, _cfg, w) => gather(w.get(table), ids, 0), inputFromEmbeddings: (e) => e };
+}
+
+/**
+ * A tensor list whose block code reads the Hugging Face names themselves (GPT-2, GPT-NeoX, Phi, Phi-3): `add` appends
+ * one tensor under that name (layer −1: outside the blocks), `out` is the list in checkpoint order.
+ */
+export function hfNamedTensors(): { out: TensorSpec[]; add: (name: string, shape: number[], init: TensorInit, layer?: number) => void } {
+  const out: TensorSpec[] = [];
+  return { out, add: (name, shape, init, layer = -1) => out.push({ name, hf: name, shape, init, layer }) };
 }
