@@ -134,17 +134,9 @@ export interface SearchHit {
 }
 
 /** A record of the same run on another model of the same shape (see controlRecords). */
-export interface ControlRow {
-  id: number;
+export interface ControlRow extends Pick<GridCell, 'id' | 'status' | 'top1_text' | 'act_continuous' | 'act_decoded' | 'act_random' | 'pct_decoded' | 'skip_share'> {
   model_hash: string;
   model_name: string;
-  status: 'ok' | 'failed';
-  top1_text: string | null;
-  act_continuous: number | null;
-  act_decoded: number | null;
-  act_random: number | null;
-  pct_decoded: number | null;
-  skip_share: number | null;
   ids_json: string | null;
   free_json: string | null;
 }
