@@ -37,7 +37,12 @@ if (!modelPath) {
   process.exit(2);
 }
 // --device webgpu counts the graph built for, and run on, onnxruntime's WebGPU provider (a software adapter does).
-const device = args.get('device') === 'webgpu' ? 'webgpu' : 'cpu';
+const deviceArg = args.get('device') ?? 'cpu';
+if (deviceArg !== 'cpu' && deviceArg !== 'webgpu') {
+  process.stderr.write(`nodes: --device must be cpu or webgpu, got ${JSON.stringify(deviceArg)}\n`);
+  process.exit(2);
+}
+const device: 'cpu' | 'webgpu' = deviceArg;
 // --low-memory: the graph the runner builds in that mode (weights left unfolded, no prepacking).
 const lowMemory = args.has('low-memory');
 const T = Number(args.get('T') ?? 5);

@@ -3,7 +3,7 @@
  * the baseline comparison must divide the right counts.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
 import { keptActivationBytes, nodeRatios, type NodesBaseline, type NodesOut } from '../bench/common.js';
@@ -26,6 +26,12 @@ test('nodes per step: forward + backward = step, and the forward-only graph has 
   assert.ok((r.kernels.byOp.full.Sign ?? 0) > 0);
   assert.equal(r.kernels.byOp.forward.Sign, undefined);
   assert.ok((r.kernels.byOp.forward.Abs ?? 0) > 0, 'the loss itself stays in the forward');
+});
+
+test('nodes: an unknown --device is one line on stderr and exit code 2, before any model is read', () => {
+  const r = spawnSync(process.execPath, [path.join(projectRoot, 'dist', 'bench', 'nodes.js'), '--model', modelPath('stories260K.bin'), '--device', 'cuda'], { encoding: 'utf8' });
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'nodes: --device must be cpu or webgpu, got "cuda"\n');
 });
 
 test('node ratios divide today by the baseline of the same key, null where the baseline lacks it', () => {
